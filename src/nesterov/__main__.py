@@ -1,0 +1,5 @@
+import sys
+
+from nesterov.cli import main
+
+sys.exit(main())
