@@ -1,0 +1,183 @@
+"""The flat arena: one parameter group's tensors of one (device, dtype) in contiguous buffers.
+
+Every parameter becomes a view of ``flat_param``; its gradient and every state buffer are views of
+``flat_grad`` and ``flat_states[name]`` at the same offsets. A step is then one fused elementwise pass
+over a few long vectors, however many tensors the model has — the gradient vector split into pieces
+that the kernel walks block by block.
+
+Gradients land in the arena without a copy in the normal case: while ``p.grad`` is a view of the arena
+autograd accumulates into it in place (``zero_grad(set_to_none=False)`` is one fill of ``flat_grad``);
+after ``zero_grad(set_to_none=True)`` a tensor hook writes the fresh gradient into the parameter's slot
+(cache-hot, just produced by backward) and hands autograd that slot, which it adopts as ``p.grad``. A
+gradient that arrives some other way (assigned by hand, produced by DDP's buckets) is copied into its
+slot at step time; the caller's tensor is never written.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+
+def fits_arena(p: torch.Tensor) -> bool:
+    """Whether ``p`` can become a view of a flat buffer (dense, strided, a plain tensor)."""
+    return (
+        type(p) in (torch.Tensor, torch.nn.Parameter)
+        and p.layout == torch.strided
+        and not p.is_sparse
+        and p.numel() > 0
+        and _dense(p)
+    )
+
+
+def _dense(p: torch.Tensor) -> bool:
+    """Whether ``p``'s elements fill ``numel`` consecutive slots (contiguous, channels-last, ...)."""
+    expected = 1
+    for stride, size in sorted((st, s) for s, st in zip(p.shape, p.stride()) if s != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+class Arena:
+    """Parameters, gradients and optimizer state of one group on one (device, dtype), flat.
+
+    ``states`` maps state names to their dtype. ``run_spans()`` returns the element ranges to update
+    this step: maximal runs of consecutive parameters that have a gradient (and, for rules that count
+    steps, the same step count), so a model with frozen parts still gets a few long passes.
+    """
+
+    def __init__(self, params: list[torch.Tensor], states: dict[str, torch.dtype]):
+        first = params[0]
+        self.device, self.dtype = first.device, first.dtype
+        self.params = list(params)
+        self.offsets = []
+        total = 0
+        for p in self.params:
+            self.offsets.append(total)
+            total += p.numel()
+        self.numel = total
+        self.flat_param = torch.empty(total, dtype=self.dtype, device=self.device)
+        self.flat_grad = torch.zeros(total, dtype=self.dtype, device=self.device)
+        self.flat_states = {
+            name: torch.zeros(total, dtype=dtype, device=self.device) for name, dtype in states.items()
+        }
+        self.param_views = self._views(self.flat_param)
+        self.grad_views = self._views(self.flat_grad)
+        self.state_views = {name: self._views(flat) for name, flat in self.flat_states.items()}
+        # How many steps each parameter has taken part in (host side; exact, no device sync).
+        self.counts = [0] * len(self.params)
+        with torch.no_grad():
+            for i, (p, view) in enumerate(zip(self.params, self.param_views)):
+                view.copy_(p)
+                p.data = view
+                if p.grad is not None:
+                    self._bind_grad(p, i)
+        self._param_ptrs = [v.data_ptr() for v in self.param_views]
+        self._hooks = [self._register_hook(i) for i in range(len(self.params))]
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [self._view(flat, i) for i in range(len(self.params))]
+
+    def _view(self, flat: torch.Tensor, i: int) -> torch.Tensor:
+        p = self.params[i]
+        return flat.as_strided(p.shape, p.stride(), self.offsets[i])
+
+    def _register_hook(self, i: int):
+        if not self.params[i].requires_grad:
+            return None
+        arena = weakref.ref(self)
+
+        def land_in_arena(grad: torch.Tensor) -> torch.Tensor:
+            # Called by autograd before it accumulates ``grad`` into p.grad.
+            self_ = arena()
+            if self_ is None or grad.is_sparse or self_.params[i].grad is not None:
+                return grad  # accumulation goes into the existing p.grad (an arena view)
+            slot = self_._view(self_.flat_grad, i)
+            slot.copy_(grad)
+            return slot  # a fresh view: autograd adopts it as p.grad without another copy
+
+        return self.params[i].register_hook(land_in_arena)
+
+    def remove_hooks(self) -> None:
+        for handle in self._hooks:
+            if handle is not None:
+                handle.remove()
+        self._hooks = []
+
+    def _bind_grad(self, p: torch.Tensor, i: int) -> None:
+        """Copy a gradient that is not an arena view into its slot and point p.grad at the slot."""
+        grad = p.grad
+        if grad.is_sparse:
+            raise ValueError(
+                "sparse gradients are not supported: NAG's momentum makes every update dense; "
+                "use torch.optim.SparseAdam or a dense embedding"
+            )
+        if grad.shape != p.shape:
+            raise ValueError(f"grad of shape {tuple(grad.shape)} does not match its parameter {tuple(p.shape)}")
+        slot = self.grad_views[i]
+        slot.copy_(grad)
+        p.grad = slot
+
+    def adopt_moved_params(self) -> None:
+        """Pull back parameters whose ``.data`` was replaced (``module.to()``, ``p.data = ...``)."""
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                if p.data_ptr() != self._param_ptrs[i] or p.shape != self.param_views[i].shape:
+                    if p.device != self.device or p.dtype != self.dtype or p.shape != self.param_views[i].shape:
+                        raise RuntimeError(
+                            "a parameter changed device, dtype or shape after the optimizer was built; "
+                            "create the optimizer after moving the model"
+                        )
+                    self.param_views[i].copy_(p)
+                    p.data = self.param_views[i]
+
+    def run_spans(self, split_by_count: bool = False) -> list[tuple[int, int, list[int]]]:
+        """``[(start, end, indices)]``: maximal runs of consecutive params that have a gradient.
+
+        Gradients that are not views of this arena are copied in first. With ``split_by_count`` a run
+        also never mixes parameters with different step counts (their bias corrections differ).
+        """
+        spans: list[tuple[int, int, list[int]]] = []
+        grad_ptrs = None
+        for i, p in enumerate(self.params):
+            if p.data_ptr() != self._param_ptrs[i]:
+                self.adopt_moved_params()
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad_ptrs is None:
+                grad_ptrs = self._grad_ptrs()
+            if grad.data_ptr() != grad_ptrs[i] or grad.stride() != p.stride():
+                self._bind_grad(p, i)
+            start, end = self.offsets[i], self.offsets[i] + p.numel()
+            last = spans[-1] if spans else None
+            if (
+                last is not None
+                and last[1] == start
+                and (not split_by_count or self.counts[last[2][-1]] == self.counts[i])
+            ):
+                spans[-1] = (last[0], end, last[2] + [i])
+            else:
+                spans.append((start, end, [i]))
+        return spans
+
+    def _grad_ptrs(self) -> list[int]:
+        ptrs = getattr(self, "_grad_ptr_cache", None)
+        if ptrs is None:
+            ptrs = self._grad_ptr_cache = [v.data_ptr() for v in self.grad_views]
+        return ptrs
+
+    def zero_grad(self, set_to_none: bool) -> None:
+        if set_to_none:
+            for p in self.params:
+                p.grad = None
+            return
+        self.flat_grad.zero_()
+        grad_ptrs = self._grad_ptrs()
+        for i, p in enumerate(self.params):
+            if p.grad is not None and p.grad.data_ptr() != grad_ptrs[i]:
+                p.grad.detach_()
+                p.grad.zero_()

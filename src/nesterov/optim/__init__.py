@@ -1,0 +1,1 @@
+"""torch.optim-compatible optimizers running on the nesterov engine."""

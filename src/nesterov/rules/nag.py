@@ -1,0 +1,48 @@
+"""Nesterov SGD, exactly as ``torch.optim.SGD(momentum, dampening=0, weight_decay, nesterov=True, maximize)``.
+
+    g  ← −g if maximize                    (maximize negates first)
+    g  ← g + λ·p                           (coupled L2 decay, before momentum)
+    b  ← μ·b + (1 − τ)·g                   (b₀ = 0, so the first step gives b₁ = g exactly when τ = 0)
+    p  ← p − η·(g + μ·b)                   (the Nesterov look-ahead)
+
+η = lr, μ = momentum, τ = dampening, λ = weight_decay. torch requires τ = 0 with Nesterov and so do we;
+with τ = 0 a zero-initialised buffer makes torch's "first buffer is a copy of g" rule automatic, which is
+what lets a skipped first step (GradScaler found inf) leave everything exactly as it was.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nesterov.rules.base import Rule
+
+
+def update(p, g, buf, *, step=None, lr, momentum, dampening, weight_decay, maximize=False):
+    if maximize:
+        g = -g
+    g = g + weight_decay * p
+    buf = momentum * buf + (1 - dampening) * g
+    p = p - lr * (g + momentum * buf)
+    return p, buf
+
+
+def update_foreach_(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
+    """In-place restatement of :func:`update` on lists of tensors (Python-float hyperparameters)."""
+    if maximize:
+        grads = torch._foreach_neg(grads)
+    if weight_decay != 0:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_mul_(bufs, momentum)
+    torch._foreach_add_(bufs, grads, alpha=1 - dampening)
+    torch._foreach_add_(params, grads, alpha=-lr)
+    torch._foreach_add_(params, bufs, alpha=-lr * momentum)
+
+
+NAG_RULE = Rule(
+    name="nag",
+    states=("momentum_buffer",),
+    hypers=("lr", "momentum", "dampening", "weight_decay"),
+    flags=("maximize",),
+    update=update,
+    update_foreach_=update_foreach_,
+)
