@@ -110,7 +110,7 @@ class Arena:
     def _bind_grad(self, p: torch.Tensor, i: int) -> None:
         """Copy a gradient that is not an arena view into its slot and point p.grad at the slot."""
         grad = p.grad
-        if grad.is_sparse:
+        if grad.layout != torch.strided:
             raise ValueError(
                 "sparse gradients are not supported: NAG's momentum makes every update dense; "
                 "use torch.optim.SparseAdam or a dense embedding"
@@ -150,7 +150,7 @@ class Arena:
                 continue
             if grad_ptrs is None:
                 grad_ptrs = self._grad_ptrs()
-            if grad.data_ptr() != grad_ptrs[i] or grad.stride() != p.stride():
+            if grad.layout != torch.strided or grad.data_ptr() != grad_ptrs[i] or grad.stride() != p.stride():
                 self._bind_grad(p, i)
             start, end = self.offsets[i], self.offsets[i] + p.numel()
             last = spans[-1] if spans else None

@@ -1,0 +1,546 @@
+"""NAG against torch.optim.SGD(nesterov=True) and every backend against the eager rule."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import nesterov
+from nesterov import NAG
+from nesterov.engine import backends as B
+from nesterov.rules import nag as nag_rule
+
+BACKENDS = ["eager", "foreach", "compile", "triton"]
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Normwise relative difference ‖a − b‖∞ / ‖b‖∞ (0 when both are 0)."""
+    scale = b.abs().max().item()
+    diff = (a - b).abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+def make_params(shapes, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
+
+
+def clone_params(params):
+    return [torch.nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad) for p in params]
+
+
+def set_grads(params_list, gen, present=None):
+    """Give every param set the same fresh random gradients (None where ``present`` says so)."""
+    grads = []
+    for i, p in enumerate(params_list[0]):
+        keep = present is None or present[i]
+        grads.append(torch.randn(p.shape, generator=gen, dtype=p.dtype) if keep else None)
+    for params in params_list:
+        for p, g in zip(params, grads):
+            p.grad = None if g is None else g.clone()
+    return grads
+
+
+# -- float64 parity with torch.optim.SGD(nesterov=True) --------------------------------------------
+shape_st = st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple)
+group_st = st.fixed_dictionaries({
+    "lr": st.floats(1e-4, 1.0),
+    "momentum": st.floats(0.01, 0.99),
+    "weight_decay": st.one_of(st.just(0.0), st.floats(0.0, 0.1)),
+    "maximize": st.booleans(),
+})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shapes=st.lists(shape_st, min_size=1, max_size=5),
+    groups=st.lists(group_st, min_size=1, max_size=2),
+    steps=st.integers(1, 6),
+    swap_at=st.integers(0, 6),
+    lr_schedule=st.lists(st.floats(0.1, 2.0), min_size=6, max_size=6),
+    backend=st.sampled_from(BACKENDS),
+    seed=st.integers(0, 2**16),
+)
+def test_float64_parity_with_torch_sgd(shapes, groups, steps, swap_at, lr_schedule, backend, seed):
+    ours_params = make_params(shapes, seed=seed)
+    ref_params = clone_params(ours_params)
+
+    def split(params):
+        # Round-robin the tensors over the groups; a group may end up empty only if it has no tensor.
+        return [
+            {"params": params[i:: len(groups)], **g} for i, g in enumerate(groups) if params[i:: len(groups)]
+        ]
+
+    ours = NAG(split(ours_params), lr=0.1, backend=backend)
+    ref = torch.optim.SGD(split(ref_params), lr=0.1, nesterov=True, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for k in range(steps):
+        if k == swap_at and k > 0:
+            # state_dict round trips both ways mid-run: each continues from the other's checkpoint.
+            ours_state, ref_state = copy.deepcopy(ours.state_dict()), copy.deepcopy(ref.state_dict())
+            ours = NAG(split(ours_params), lr=0.1, backend=backend)
+            ours.load_state_dict(ref_state)
+            ref = torch.optim.SGD(split(ref_params), lr=0.1, nesterov=True, momentum=0.9)
+            ref.load_state_dict(ours_state)
+        for opt in (ours, ref):  # a schedule: lr changed between steps takes effect at once
+            for g, base in zip(opt.param_groups, groups):
+                g["lr"] = base["lr"] * lr_schedule[k]
+        set_grads([ours_params, ref_params], gen)
+        ours.step()
+        ref.step()
+    for a, b in zip(ours_params, ref_params):
+        assert rel_diff(a.detach(), b.detach()) <= 1e-12
+    for a, b in zip(ours_params, ref_params):
+        assert rel_diff(ours.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"]) <= 1e-12
+
+
+def test_momentum_zero_is_plain_sgd():
+    params = make_params([(3, 4), (5,)])
+    ref_params = clone_params(params)
+    ours = NAG(params, lr=0.05, momentum=0.0, weight_decay=0.01, backend="foreach")
+    ref = torch.optim.SGD(ref_params, lr=0.05, momentum=0.0, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(4):
+        set_grads([params, ref_params], gen)
+        ours.step()
+        ref.step()
+    for a, b in zip(params, ref_params):
+        assert rel_diff(a.detach(), b.detach()) <= 1e-12
+
+
+def test_torch_checkpoint_continues_identically_both_ways(tmp_path):
+    """A torch SGD checkpoint written to disk loads into NAG (and back) and continues identically."""
+    base = make_params([(4, 3), (3,)])
+    a, b, c = clone_params(base), clone_params(base), clone_params(base)
+    gen = torch.Generator().manual_seed(5)
+    torch_a = torch.optim.SGD(a, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    nag_b = NAG(b, lr=0.1, momentum=0.9, weight_decay=1e-3, backend="foreach")
+    for _ in range(3):
+        set_grads([a, b, c], gen)
+        torch_a.step()
+        nag_b.step()
+    torch.save(torch_a.state_dict(), tmp_path / "torch.pt")
+    torch.save(nag_b.state_dict(), tmp_path / "nag.pt")
+    with torch.no_grad():
+        for p, q in zip(c, a):
+            p.copy_(q)
+    nag_c = NAG(c, lr=1.0)  # hyperparameters come from the checkpoint
+    nag_c.load_state_dict(torch.load(tmp_path / "torch.pt"))
+    torch_b = torch.optim.SGD(clone_params(b), lr=1.0, momentum=0.5, nesterov=True)
+    torch_b.load_state_dict(torch.load(tmp_path / "nag.pt"))
+    assert torch_b.param_groups[0]["nesterov"] is True
+    for _ in range(3):
+        set_grads([a, b, c], gen)
+        torch_a.step()
+        nag_b.step()
+        nag_c.step()
+    for p, q, r in zip(a, b, c):
+        assert rel_diff(q.detach(), p.detach()) <= 1e-12
+        assert rel_diff(r.detach(), p.detach()) <= 1e-12
+
+
+# -- every backend against the eager rule ------------------------------------------------------------
+def _run_backend(backend, *, dtype=torch.float32, state_dtype=None, maximize=False, scaler=None,
+                 inf_at=None, steps=3, seed=0):
+    params = make_params([(17, 5), (33,), (2, 3, 4)], dtype=dtype, seed=seed)
+    opt = NAG(params, lr=0.05, momentum=0.9, weight_decay=0.01, maximize=maximize, backend=backend,
+              state_dtype=state_dtype)
+    gen = torch.Generator().manual_seed(seed + 7)
+    for k in range(steps):
+        grads = set_grads([params], gen)
+        if scaler is not None:
+            opt.grad_scale = torch.tensor(scaler, dtype=torch.float32)
+            for p in params:
+                p.grad.mul_(scaler)
+            opt.found_inf = torch.tensor(1.0 if k == inf_at else 0.0)
+        opt.step()
+        for p, g in zip(params, grads):
+            if scaler is None:
+                assert torch.equal(p.grad, g), "step() must never modify p.grad"
+    buf = torch.cat([opt.state[p]["momentum_buffer"].float().flatten() for p in params])
+    return torch.cat([p.detach().float().flatten() for p in params]), buf
+
+
+@pytest.mark.parametrize("backend", ["foreach", "compile", "triton"])
+@pytest.mark.parametrize("variant", ["plain", "maximize", "bf16-state", "grad-scaler", "skipped-step", "float64"])
+def test_backend_matches_eager_rule(backend, variant):
+    kwargs = {
+        "plain": {},
+        "maximize": {"maximize": True},
+        "bf16-state": {"state_dtype": torch.bfloat16},
+        "grad-scaler": {"scaler": 1024.0},
+        "skipped-step": {"scaler": 1024.0, "inf_at": 1},
+        "float64": {"dtype": torch.float64},
+    }[variant]
+    got_p, got_b = _run_backend(backend, **kwargs)
+    want_p, want_b = _run_backend("eager", **kwargs)
+    if variant == "bf16-state":
+        # Same hash, same bits: stochastic rounding is reproducible across backends.
+        assert torch.equal(got_b, want_b)
+    tol = 1e-12 if variant == "float64" else 1e-6
+    assert rel_diff(got_p, want_p) <= tol
+    assert rel_diff(got_b, want_b) <= tol
+
+
+def test_foreach_restatement_matches_rule():
+    """The in-place foreach restatement equals the pure rule (the one place the math lives)."""
+    gen = torch.Generator().manual_seed(11)
+    p, g, b = (torch.randn(50, generator=gen, dtype=torch.float64) for _ in range(3))
+    hp = dict(lr=0.3, momentum=0.8, dampening=0.0, weight_decay=0.05, maximize=True)
+    want_p, want_b = nag_rule.update(p, g, b, **hp)
+    p2, b2 = p.clone(), b.clone()
+    nag_rule.update_foreach_([p2], [g], [b2], **hp)
+    assert rel_diff(p2, want_p) <= 1e-15 and rel_diff(b2, want_b) <= 1e-15
+
+
+# -- GradScaler --------------------------------------------------------------------------------------
+def _tiny_model(seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).to(dtype)
+
+
+@pytest.mark.parametrize("backend", ["foreach", "compile"])
+def test_grad_scaler_step_equals_unscaled_step(backend):
+    scaled, plain = _tiny_model(), _tiny_model()
+    opt_s = NAG(scaled.parameters(), lr=0.1, backend=backend)
+    opt_p = NAG(plain.parameters(), lr=0.1, backend=backend)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    for _ in range(3):
+        opt_s.zero_grad()
+        scaler.scale(torch.nn.functional.cross_entropy(scaled(x), y)).backward()
+        scaler.step(opt_s)
+        scaler.update()
+        opt_p.zero_grad()
+        torch.nn.functional.cross_entropy(plain(x), y).backward()
+        opt_p.step()
+    for a, b in zip(scaled.parameters(), plain.parameters()):
+        assert rel_diff(a.detach(), b.detach()) <= 1e-6
+
+
+@pytest.mark.parametrize("backend", ["foreach", "compile", "triton"])
+def test_grad_scaler_skipped_first_step_leaves_everything_as_it_was(backend):
+    """torch's fused SGD leaves the momentum buffer uninitialised here; we leave all untouched."""
+    model, ref = _tiny_model(), _tiny_model()
+    opt = NAG(model.parameters(), lr=0.1, backend=backend)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    opt.zero_grad()
+    scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
+    next(model.parameters()).grad[0, 0] = float("inf")
+    scaler.step(opt)
+    scaler.update()
+    assert scaler.get_scale() == 2.0**7  # the scaler saw the inf and backed off
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p.detach(), b)
+    for p in model.parameters():
+        assert not opt.state[p] or torch.count_nonzero(opt.state[p]["momentum_buffer"]) == 0
+    # The next (finite) step is exactly torch's first step.
+    for m, o in ((model, opt), (ref, ref_opt)):
+        o.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        o.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        assert rel_diff(a.detach(), b.detach()) <= 1e-6
+
+
+# -- torch.optim behaviour users rely on --------------------------------------------------------------
+def test_gradients_land_in_the_arena_and_zero_grad_modes():
+    model = _tiny_model()
+    opt = NAG(model.parameters(), lr=0.1)
+    arena = opt._runtimes[0].arenas[0].arena
+    lo, hi = arena.flat_grad.data_ptr(), arena.flat_grad.data_ptr() + arena.numel * 4
+    x = torch.randn(4, 6)
+    for set_to_none in (True, False, True):
+        opt.zero_grad(set_to_none=set_to_none)
+        if set_to_none:
+            assert all(p.grad is None for p in model.parameters())
+        else:
+            assert all(torch.count_nonzero(p.grad) == 0 for p in model.parameters())
+        model(x).sum().backward()
+        model(x).sum().backward()  # accumulation goes into the same slots
+        for p in model.parameters():
+            assert lo <= p.grad.data_ptr() < hi
+        expected = torch.autograd.grad(2 * model(x).sum(), list(model.parameters()))
+        for p, e in zip(model.parameters(), expected):
+            assert torch.allclose(p.grad, e)
+        opt.step()
+
+
+def test_params_without_grad_are_skipped_and_frozen_params_join_later():
+    params = make_params([(3,), (4, 2), (5,)])
+    ref_params = clone_params(params)
+    params[1].requires_grad_(False)
+    ref_params[1].requires_grad_(False)
+    ours = NAG(params, lr=0.1, momentum=0.9, weight_decay=0.1)
+    ref = torch.optim.SGD(ref_params, lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True)
+    gen = torch.Generator().manual_seed(2)
+    frozen = params[1].detach().clone()
+    for k in range(5):
+        if k == 3:  # unfreeze: its momentum starts fresh, as in torch
+            params[1].requires_grad_(True)
+            ref_params[1].requires_grad_(True)
+        present = [True, k >= 3, k != 1]
+        set_grads([params, ref_params], gen, present)
+        ours.step()
+        ref.step()
+        if k < 3:
+            assert torch.equal(params[1].detach(), frozen)
+    for a, b in zip(params, ref_params):
+        assert rel_diff(a.detach(), b.detach()) <= 1e-12
+
+
+def test_closure_named_parameters_and_add_param_group():
+    model = _tiny_model(dtype=torch.float64)
+    opt = NAG(model[0].named_parameters(), lr=0.1)
+    opt.add_param_group({"params": list(model[2].named_parameters()), "lr": 0.01, "momentum": 0.5})
+    x, y = torch.randn(8, 6, dtype=torch.float64), torch.randint(0, 3, (8,))
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    losses = [opt.step(closure).item() for _ in range(20)]
+    assert losses[-1] < losses[0]
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["param_names"] == ["weight", "bias"]
+    assert sd["param_groups"][1]["lr"] == 0.01 and sd["param_groups"][1]["momentum"] == 0.5
+    assert set(sd["state"]) == {0, 1, 2, 3}
+
+
+def test_scheduler_changes_take_effect_without_recompiling():
+    from torch._dynamo.utils import counters
+
+    params = make_params([(40,), (8, 8)], dtype=torch.float32)
+    ref_params = clone_params(params)
+    ours = NAG(params, lr=0.1, momentum=0.9, backend="compile")
+    ref = torch.optim.SGD(ref_params, lr=0.1, momentum=0.9, nesterov=True)
+    s1 = torch.optim.lr_scheduler.OneCycleLR(ours, max_lr=0.5, total_steps=10, base_momentum=0.8, max_momentum=0.95)
+    s2 = torch.optim.lr_scheduler.OneCycleLR(ref, max_lr=0.5, total_steps=10, base_momentum=0.8, max_momentum=0.95)
+    gen = torch.Generator().manual_seed(4)
+    set_grads([params, ref_params], gen)
+    ours.step(), ref.step(), s1.step(), s2.step()
+    graphs = counters["stats"]["unique_graphs"]
+    for _ in range(8):
+        set_grads([params, ref_params], gen)
+        ours.step(), ref.step(), s1.step(), s2.step()
+    assert counters["stats"]["unique_graphs"] == graphs, "a schedule must not recompile"
+    for a, b in zip(params, ref_params):
+        assert rel_diff(a.detach(), b.detach()) <= 1e-5
+
+
+def test_loose_params_mixed_dtypes_and_layouts():
+    """Non-dense params take the per-tensor path; dtypes get their own arenas; channels-last stays."""
+    dense = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+    strided = torch.nn.Parameter(torch.randn(4, 8, dtype=torch.float64)[:, ::2])  # cannot be a flat view
+    single = torch.nn.Parameter(torch.randn(5, dtype=torch.float32))
+    conv = torch.nn.Parameter(torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last))
+    params = [dense, strided, single, conv]
+    ref_params = [torch.nn.Parameter(p.detach().clone(memory_format=torch.preserve_format)) for p in params]
+    ours = NAG(params, lr=0.1, momentum=0.9, weight_decay=0.01)
+    ref = torch.optim.SGD(ref_params, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
+    rt = ours._runtimes[0]
+    assert len(rt.arenas) == 2 and rt.loose == [strided]
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(3):
+        set_grads([params, ref_params], gen)
+        ours.step()
+        ref.step()
+    for a, b in zip(params, ref_params):
+        assert rel_diff(a.detach().double(), b.detach().double()) <= (1e-12 if a.dtype == torch.float64 else 1e-6)
+
+
+def test_moving_the_model_after_building_the_optimizer_is_a_clear_error():
+    model = _tiny_model()
+    opt = NAG(model.parameters(), lr=0.1)
+    model.double()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    with pytest.raises(RuntimeError, match="after moving the model"):
+        opt.step()
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"lr": -0.1}, ValueError, "lr"),
+        ({"lr": float("nan")}, ValueError, "lr"),
+        ({"momentum": 1.0}, ValueError, "momentum"),
+        ({"momentum": -0.1}, ValueError, "momentum"),
+        ({"dampening": 0.1}, ValueError, "dampening"),
+        ({"weight_decay": -1.0}, ValueError, "weight_decay"),
+        ({"maximize": 1}, TypeError, "maximize"),
+        ({"backend": "cuda-magic"}, ValueError, "backend"),
+        ({"state_dtype": torch.int32}, ValueError, "state_dtype"),
+        ({"lr": "0.1"}, TypeError, "lr"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        NAG(make_params([(3,)]), **{"lr": 0.1, **kwargs})
+
+
+def test_param_in_two_groups_is_rejected():
+    p = make_params([(3,)])[0]
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        NAG([{"params": [p]}, {"params": [p]}], lr=0.1)
+    opt = NAG([p], lr=0.1)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        opt.add_param_group({"params": [p]})
+    assert len(opt.param_groups) == 1
+
+
+def _snapshot(opt, params):
+    return [p.detach().clone() for p in params], copy.deepcopy(opt.state_dict())
+
+
+def _assert_untouched(opt, params, snap):
+    values, state = snap
+    for p, v in zip(params, values):
+        assert torch.equal(p.detach(), v)
+    now = opt.state_dict()
+    assert now["param_groups"] == state["param_groups"]
+    for k, entry in state["state"].items():
+        assert torch.equal(now["state"][k]["momentum_buffer"], entry["momentum_buffer"])
+
+
+def test_rejected_steps_leave_params_and_state_untouched():
+    params = make_params([(4,), (3, 3)], dtype=torch.float32)
+    opt = NAG(params, lr=0.1)
+    gen = torch.Generator().manual_seed(1)
+    set_grads([params], gen)
+    opt.step()
+    snap = _snapshot(opt, params)
+    # a schedule that produced NaN
+    opt.param_groups[0]["lr"] = float("nan")
+    set_grads([params], gen)
+    with pytest.raises(ValueError, match="lr"):
+        opt.step()
+    opt.param_groups[0]["lr"] = 0.1
+    _assert_untouched(opt, params, snap)
+    # a sparse gradient on the second param, after a dense one on the first
+    params[1].grad = torch.randn(3, 3).to_sparse()
+    with pytest.raises(ValueError, match="sparse"):
+        opt.step()
+    _assert_untouched(opt, params, snap)
+
+
+@pytest.mark.parametrize("break_it", ["groups", "shape", "size", "not-a-dict", "plain-momentum"])
+def test_wrong_state_dict_is_rejected_and_nothing_changes(break_it):
+    params = make_params([(4,), (3, 3)], dtype=torch.float32)
+    opt = NAG(params, lr=0.1)
+    set_grads([params], torch.Generator().manual_seed(1))
+    opt.step()
+    snap = _snapshot(opt, params)
+    bad = copy.deepcopy(opt.state_dict())
+    if break_it == "groups":
+        bad["param_groups"].append(dict(bad["param_groups"][0]))
+    elif break_it == "shape":
+        bad["state"][1]["momentum_buffer"] = torch.zeros(9)
+    elif break_it == "size":
+        bad["param_groups"][0]["params"] = [0]
+    elif break_it == "not-a-dict":
+        bad = [1, 2]
+    else:
+        bad["param_groups"][0]["nesterov"] = False
+    with pytest.raises(ValueError):
+        opt.load_state_dict(bad)
+    _assert_untouched(opt, params, snap)
+
+
+# -- backend choice ----------------------------------------------------------------------------------
+def test_auto_picks_foreach_for_small_and_compiles_large_in_the_background(monkeypatch):
+    small = NAG(make_params([(10,)], dtype=torch.float32), lr=0.1)
+    assert small._runtimes[0].arenas[0].backend == "foreach"
+    monkeypatch.setattr(B, "AUTO_COMPILE_MIN_NUMEL", 100)
+    params = make_params([(300,), (20, 10)], dtype=torch.float32)
+    ref_params = clone_params(params)
+    ours = NAG(params, lr=0.1)
+    ref = torch.optim.SGD(ref_params, lr=0.1, momentum=0.9, nesterov=True)
+    assert ours._runtimes[0].arenas[0].backend == "auto-compile"
+    gen = torch.Generator().manual_seed(0)
+    set_grads([params, ref_params], gen)
+    ours.step(), ref.step()  # runs on foreach at once; the compile starts in the background
+    key = ours._kernel_key(ours._runtimes[0].arenas[0].arena, {"maximize": False}, None, None)
+    assert B.COMPILED.ready[key].wait(timeout=300), "background compile did not finish"
+    assert ours._backend_now(ours._runtimes[0].arenas[0], {"maximize": False}, None, None) == "compile"
+    for _ in range(3):
+        set_grads([params, ref_params], gen)
+        ours.step(), ref.step()
+    for a, b in zip(params, ref_params):
+        assert rel_diff(a.detach(), b.detach()) <= 1e-6
+
+
+def test_triton_backend_is_refused_where_it_cannot_run(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="triton"):
+        NAG(make_params([(3,)], dtype=torch.float32), lr=0.1, backend="triton")
+
+
+# -- low-memory state --------------------------------------------------------------------------------
+def test_stochastic_rounding_is_unbiased_and_round_to_nearest_is_not():
+    from nesterov.engine.precision import stochastic_round_bf16
+
+    x = torch.full((100_000,), 1.0 + 2.0**-10)  # an eighth of the way between two bf16 neighbours
+    mean = stochastic_round_bf16(x, 7).float().mean().item()
+    assert abs(mean - x[0].item()) < 2e-5
+    assert x.to(torch.bfloat16).float().mean().item() == 1.0  # nearest rounding loses it all
+    assert torch.equal(stochastic_round_bf16(x, 7), stochastic_round_bf16(x, 7))
+    assert not torch.equal(stochastic_round_bf16(x, 7), stochastic_round_bf16(x, 8))
+
+
+def test_bf16_momentum_keeps_small_updates():
+    """Momentum accumulating tiny gradients: nearest-rounded bf16 stalls, stochastic rounding does not."""
+    p = torch.nn.Parameter(torch.zeros(4096))
+    opt = NAG([p], lr=1.0, momentum=0.99, state_dtype=torch.bfloat16, backend="foreach")
+    for _ in range(300):
+        p.grad = torch.full_like(p, 1e-3)
+        opt.step()
+    buf = opt.state[p]["momentum_buffer"].float()
+    exact = 1e-3 * (1 - 0.99**300) / (1 - 0.99)
+    assert abs(buf.mean().item() - exact) / exact < 0.01
+
+
+def _train_digits(state_dtype, seed=0, epochs=15):
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target)
+    gen = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(x), generator=gen)
+    train, test = order[:1400], order[1400:]
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    opt = NAG(model.parameters(), lr=0.05, momentum=0.9, state_dtype=state_dtype)
+    for _ in range(epochs):
+        for idx in train[torch.randperm(len(train), generator=gen)].split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    with torch.no_grad():
+        return (model(x[test]).argmax(1) == y[test]).float().mean().item()
+
+
+def test_bf16_state_trains_as_well_as_fp32_state():
+    fp32 = _train_digits(None)
+    bf16 = _train_digits(torch.bfloat16)
+    assert fp32 > 0.95 and bf16 > 0.95
+    assert abs(fp32 - bf16) < 0.02
+
+
+def test_public_names():
+    assert nesterov.NAG is NAG
+    assert isinstance(NAG(make_params([(2,)]), lr=0.1), torch.optim.Optimizer)
+    assert math.isclose(NAG(make_params([(2,)]), lr=0.1).defaults["momentum"], 0.9)
