@@ -1,0 +1,64 @@
+"""Batched matrix work: stack same-shaped matrices, run one batched function, unstack.
+
+Newton–Schulz on a 512×512 matrix is a handful of matrix products; on a transformer's 24–36 weight
+matrices, one batched product per shape fills the machine better than 36 small ones and launches a
+fraction of the kernels. Tall matrices are transposed into the wide orientation before stacking, so
+an MLP's ``d×4d`` and ``4d×d`` weights share one batch. Every function here is exact bookkeeping: what a
+matrix gets back is what the batched function computed for it, at the same position of the stack.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Hashable, Sequence
+
+import torch
+
+
+def wide(m: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``(m or mᵀ, transposed)`` so that the result has no more rows than columns."""
+    if m.size(-2) > m.size(-1):
+        return m.mT, True
+    return m, False
+
+
+def buckets(matrices: Sequence[torch.Tensor], key: Callable[[int], Hashable] | None = None) -> dict:
+    """``{(device, rows, cols, extra): [index, ...]}``: matrices that can share one batched product.
+
+    ``rows ≤ cols`` is the wide orientation (see :func:`wide`); ``key(i)`` adds what else must match
+    (e.g. the Newton–Schulz step count and coefficients of matrix ``i``'s param group).
+    """
+    out: dict = {}
+    for i, m in enumerate(matrices):
+        if m.dim() != 2:
+            raise ValueError(f"matrix {i} has shape {tuple(m.shape)}; expected 2 dimensions")
+        rows, cols = sorted(m.shape)
+        out.setdefault((m.device, rows, cols, None if key is None else key(i)), []).append(i)
+    return out
+
+
+def batched_apply(fn: Callable[[torch.Tensor], torch.Tensor], matrices: Sequence[torch.Tensor], *,
+                  dtype: torch.dtype | None = None, key: Callable[[int], Hashable] | None = None,
+                  max_batch_bytes: int | None = None) -> list[torch.Tensor]:
+    """``[fn(m) for m in matrices]`` computed as one ``fn(stack)`` per bucket of equal wide shapes.
+
+    ``fn`` maps a ``(k, rows, cols)`` batch to a batch of the same shape, matrix by matrix (each
+    output matrix depends only on its own input). Matrices are cast to ``dtype`` while stacking (one copy
+    each, the one ``torch.stack`` would make anyway); results keep ``dtype`` and each matrix's own orientation.
+    ``max_batch_bytes`` splits a bucket into several stacks of at most that size (bounds the
+    temporaries for very large models); ``None`` means one stack per bucket.
+    """
+    results: list[torch.Tensor | None] = [None] * len(matrices)
+    for (_, rows, cols, _), members in buckets(matrices, key).items():
+        item = rows * cols * torch.empty((), dtype=dtype or matrices[members[0]].dtype).element_size()
+        per = len(members) if max_batch_bytes is None else max(1, max_batch_bytes // max(item, 1))
+        for start in range(0, len(members), per):
+            chunk = members[start:start + per]
+            oriented = [wide(matrices[i]) for i in chunk]
+            first = oriented[0][0]
+            stack = torch.empty((len(chunk), rows, cols), dtype=dtype or first.dtype, device=first.device)
+            for slot, (m, _) in enumerate(oriented):
+                stack[slot].copy_(m)  # torch.stack with the cast fused into the one copy
+            out = fn(stack)
+            for slot, (i, (_, transposed)) in enumerate(zip(chunk, oriented)):
+                results[i] = out[slot].mT if transposed else out[slot]
+    return results  # type: ignore[return-value]
