@@ -1,0 +1,97 @@
+"""Per-span inputs: what a rule needs beyond elementwise state, computed once per run of parameters.
+
+Two kinds, both declared on a :class:`SpanRule` (a :class:`~nesterov.rules.base.Rule` with extra fields):
+
+- **running 0-d states** (``scalars``), like torch NAdam's ``mu_product``: one 0-d tensor per parameter in
+  ``optimizer.state[p]`` (torch's layout), shared by the members of a run exactly like ``step`` (a run
+  never mixes step counts). ``advance(step, *old, **hypers) -> (new_scalars, derived)`` moves them one
+  step on the device (no host sync; a GradScaler-skipped step keeps the old values); ``new_scalars`` and
+  ``derived`` (e.g. NAdam's μ_t, μ_{t+1}) are handed to ``update`` as keyword arguments.
+- **per-tensor segments** (``per_tensor``), for layer-wise trust ratios (LARS, LAMB): ``update`` gets
+  ``segment_ids`` (int32, the index of each element's tensor within the span) and ``matrix`` (bool, one
+  per tensor: ``ndim > 1``). :func:`segment_norm` and :func:`expand` are the one mechanism for
+  per-tensor reductions: a segment sum (``index_add``) and a gather, both plain tensor code that eager
+  and ``torch.compile`` run alike.
+
+The engine calls :func:`span_inputs` for every run it steps; for plain rules it returns ``{}``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from nesterov.rules.base import Rule
+
+
+@dataclass(frozen=True)
+class SpanRule(Rule):
+    scalars: tuple[str, ...] = ()
+    init_scalars: Callable | None = None  # (device) -> {name: 0-d tensor}: the values before step 1
+    advance: Callable | None = None  # (step, *old_scalars, **hypers) -> ({name: new 0-d}, {name: derived})
+    per_tensor: bool = False
+
+
+def segment_norm(x: torch.Tensor, segment_ids: torch.Tensor, count: int) -> torch.Tensor:
+    """L2 norm of each tensor's part of flat ``x``: shape ``(count,)``."""
+    sums = torch.zeros(count, dtype=x.dtype, device=x.device).index_add_(0, segment_ids, x * x)
+    return sums.sqrt()
+
+
+def expand(per_tensor: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
+    """Broadcast one value per tensor to every element of the span."""
+    return per_tensor[segment_ids]
+
+
+# (params of a span) -> (segment_ids, matrix); keyed weakly by the span's first parameter.
+_SEGMENTS: "weakref.WeakKeyDictionary[torch.Tensor, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _segments(params: list[torch.Tensor], device, cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    key = tuple(id(p) for p in params)
+    hit = _SEGMENTS.get(params[0]) if cache else None
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    lengths = torch.tensor([p.numel() for p in params], device=device)
+    ids = torch.repeat_interleave(torch.arange(len(params), dtype=torch.int32, device=device), lengths)
+    matrix = torch.tensor([p.dim() > 1 for p in params], device=device)
+    if cache:
+        _SEGMENTS[params[0]] = (key, ids, matrix)
+    return ids, matrix
+
+
+def span_inputs(rule: Rule, state, params: list[torch.Tensor], step, found_inf, hypers: dict,
+                store: bool = True) -> dict:
+    """Extra keyword inputs of ``rule.update`` for one run ``params`` (``{}`` for plain rules).
+
+    With ``store`` the advanced 0-d states are written to ``state[p]`` of every member (torch's layout).
+    """
+    if not isinstance(rule, SpanRule):
+        return {}
+    extra: dict = {}
+    device = params[0].device
+    if rule.scalars:
+        first = state.get(params[0]) or {}
+        init = None
+        old = []
+        for name in rule.scalars:
+            value = first.get(name)
+            if value is None:
+                init = init or rule.init_scalars(device)
+                value = init[name]
+            old.append(value)
+        new, derived = rule.advance(step, *old, **hypers)
+        if found_inf is not None:
+            skip = found_inf.reshape(()) != 0
+            new = {name: torch.where(skip, o, new[name]) for name, o in zip(rule.scalars, old)}
+        if store:
+            for p in params:
+                state[p].update(new)
+        extra.update(new)
+        extra.update(derived)
+    if rule.per_tensor:
+        extra["segment_ids"], extra["matrix"] = _segments(params, device, cache=store)
+    return extra
