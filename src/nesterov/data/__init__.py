@@ -1,0 +1,235 @@
+"""Small classification datasets that live on the device as whole tensors.
+
+``load_dataset(spec)`` understands three specs:
+
+- ``mnist1d``   MNIST-1D, generated offline by the ``mnist1d`` package (``make_dataset(get_dataset_args())``:
+                4000 train / 1000 test, length-40 signals, 10 classes) and cached on disk after the first call;
+- ``digits``    scikit-learn's bundled 8x8 digits (1797 images, pixels scaled to [0, 1]); a fixed 20 % test
+                split is carved out (the same split for every run seed);
+- ``npz:PATH``  a NumPy ``.npz`` file with arrays ``x`` (N, ...) and ``y`` (N,) integer labels, and optionally
+                ``x_test`` / ``y_test``; without them a fixed 20 % test split is carved out and reported.
+
+Batches are drawn by indexing the device tensors with a permutation (see :func:`epoch_permutation`): no
+per-sample Python, no DataLoader.  Bad data raises :class:`DataError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "Dataset",
+    "cache_dir",
+    "carve_split",
+    "epoch_permutation",
+    "load_dataset",
+]
+
+DATASETS = ("mnist1d", "digits", "npz:PATH")
+TEST_FRACTION = 0.2  # carved when a dataset has no test split of its own
+SPLIT_SEED = 0  # carving uses a fixed seed so every run seed sees the same test set
+
+
+class DataError(ValueError):
+    """A dataset spec or file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class Dataset:
+    """Whole-tensor train/test split of a classification dataset."""
+
+    name: str
+    x: torch.Tensor  # (N, ...) float32
+    y: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    notes: list[str] = field(default_factory=list)  # e.g. "carved a 20 % test split"
+    seconds: float = 0.0  # data preparation time (generation or cache load, checks, transfer)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def to(self, device) -> "Dataset":
+        return replace(self, x=self.x.to(device), y=self.y.to(device),
+                       x_test=self.x_test.to(device), y_test=self.y_test.to(device))
+
+    def describe(self) -> str:
+        s = (f"{self.name}: {len(self.y)} train / {len(self.y_test)} test, input {list(self.input_shape)}, "
+             f"{self.num_classes} classes")
+        return s + "".join(f"; {n}" for n in self.notes)
+
+
+def cache_dir() -> Path:
+    """``$NESTEROV_CACHE``, else ``$XDG_CACHE_HOME/nesterov``, else ``~/.cache/nesterov``."""
+    if os.environ.get("NESTEROV_CACHE"):
+        return Path(os.environ["NESTEROV_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nesterov"
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, device=None) -> torch.Tensor:
+    """The order of the ``n`` training examples in ``epoch``: a pure function of ``(seed, epoch)``.
+
+    Drawing it from its own generator (not the global RNG) is what makes a resumed run replay the same
+    batches as an uninterrupted one.
+    """
+    state = np.random.SeedSequence([int(seed), int(epoch), 0x6E657374]).generate_state(2, np.uint64)
+    g = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+    return torch.randperm(n, generator=g).to(device)
+
+
+def carve_split(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = SPLIT_SEED):
+    """Split ``(x, y)`` into ``(x_keep, y_keep, x_out, y_out)`` with ``round(fraction * N)`` held out.
+
+    The split is a fixed-seed permutation, so the same call always holds out the same examples.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+    n = len(y)
+    n_out = max(1, int(round(fraction * n)))
+    if n_out >= n:
+        raise DataError(f"cannot hold out {n_out} of only {n} examples")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(x.device)
+    out, keep = perm[:n_out], perm[n_out:]
+    return x[keep], y[keep], x[out], y[out]
+
+
+# --------------------------------------------------------------------------------------------- loaders
+
+
+def _mnist1d_arrays() -> dict[str, np.ndarray]:
+    """MNIST-1D from the on-disk cache, generating (offline) and caching it on first use."""
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    args.pop("url", None)
+    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / f"mnist1d-{key}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+        except Exception:  # a corrupt cache file is regenerated, not fatal
+            pass
+    from mnist1d.data import make_dataset  # never get_dataset(): it downloads
+
+    d = make_dataset(get_dataset_args())
+    arrays = {"x": d["x"].astype(np.float32), "y": d["y"].astype(np.int64),
+              "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError:  # an unwritable cache only costs regeneration next time
+        pass
+    return arrays
+
+
+def _digits_arrays() -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return {"x": (d.data / 16.0).astype(np.float32), "y": d.target.astype(np.int64)}
+
+
+def _npz_arrays(path: str) -> dict[str, np.ndarray]:
+    if not path:
+        raise DataError("npz: give a file, as in --dataset npz:data/train.npz")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        f = np.load(p, allow_pickle=False)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    with f:
+        keys = set(f.files)
+        missing = {"x", "y"} - keys
+        if missing:
+            raise DataError(f"{path}: missing array(s) {sorted(missing)}; found {sorted(keys)} "
+                            "(expected x, y and optionally x_test, y_test)")
+        if ("x_test" in keys) != ("y_test" in keys):
+            raise DataError(f"{path}: has only one of x_test / y_test; give both or neither")
+        return {k: f[k] for k in ("x", "y", "x_test", "y_test") if k in keys}
+
+
+def _check(arrays: dict[str, np.ndarray], where: str) -> None:
+    for xk, yk in (("x", "y"), ("x_test", "y_test")):
+        if xk not in arrays:
+            continue
+        x, y = arrays[xk], arrays[yk]
+        if x.ndim < 2:
+            raise DataError(f"{where}: {xk} must have shape (N, features...), got {x.shape}")
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise DataError(f"{where}: {xk} must be numeric, got dtype {x.dtype}")
+        if y.ndim != 1:
+            raise DataError(f"{where}: {yk} must be a 1-D array of labels, got shape {y.shape}")
+        if len(x) != len(y):
+            raise DataError(f"{where}: shape mismatch: {xk} has {len(x)} rows but {yk} has {len(y)}")
+        if len(y) == 0:
+            raise DataError(f"{where}: {xk} is empty")
+        if np.issubdtype(y.dtype, np.floating):
+            if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+                raise DataError(f"{where}: {yk} must hold integer class labels, got non-integer values")
+        elif not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{where}: {yk} must hold integer class labels, got dtype {y.dtype}")
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            raise DataError(f"{where}: {xk} has {bad} NaN/inf feature value(s)")
+        if y.min() < 0:
+            raise DataError(f"{where}: label out of range in {yk}: {int(y.min())} (labels must be 0..C-1)")
+    if "x_test" in arrays and arrays["x_test"].shape[1:] != arrays["x"].shape[1:]:
+        raise DataError(f"{where}: shape mismatch: x has examples of shape {arrays['x'].shape[1:]} "
+                        f"but x_test has {arrays['x_test'].shape[1:]}")
+    if "y_test" in arrays:
+        c = int(arrays["y"].max()) + 1
+        if int(arrays["y_test"].max()) >= c:
+            raise DataError(f"{where}: label out of range in y_test: {int(arrays['y_test'].max())} "
+                            f"but y only has classes 0..{c - 1}")
+
+
+def load_dataset(spec: str, device="cpu") -> Dataset:
+    """Load ``mnist1d``, ``digits`` or ``npz:PATH`` as whole tensors on ``device``."""
+    t0 = time.perf_counter()
+    if not isinstance(spec, str) or not spec:
+        raise DataError(f"dataset must be one of {', '.join(DATASETS)}; got {spec!r}")
+    notes: list[str] = []
+    if spec == "mnist1d":
+        arrays, where = _mnist1d_arrays(), "mnist1d"
+    elif spec == "digits":
+        arrays, where = _digits_arrays(), "digits"
+    elif spec.startswith("npz:"):
+        where = spec[4:]
+        arrays = _npz_arrays(where)
+    else:
+        raise DataError(f"unknown dataset {spec!r}; valid: {', '.join(DATASETS)}")
+    _check(arrays, where)
+    x = torch.as_tensor(arrays["x"], dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(arrays["y"]).astype(np.int64))
+    if "x_test" in arrays:
+        xt = torch.as_tensor(arrays["x_test"], dtype=torch.float32)
+        yt = torch.as_tensor(np.asarray(arrays["y_test"]).astype(np.int64))
+    else:
+        x, y, xt, yt = carve_split(x, y, TEST_FRACTION)
+        notes.append(f"no test split given: carved {len(yt)} of {len(yt) + len(y)} examples "
+                     f"({TEST_FRACTION:.0%}, fixed seed {SPLIT_SEED}) as the test set")
+    num_classes = int(max(int(y.max()), int(yt.max()))) + 1
+    if num_classes < 2:
+        raise DataError(f"{where}: labels hold a single class; need at least 2")
+    ds = Dataset(spec, x, y, xt, yt, num_classes, notes).to(device)
+    ds.seconds = time.perf_counter() - t0
+    return ds
