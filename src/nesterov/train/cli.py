@@ -1,0 +1,154 @@
+"""``nesterov train`` and ``nesterov compare``: argv in, exit code out."""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: idle worker threads sleep instead of spinning.  On a small shared CPU, spinning
+# threads that lose their core to another process made a 5 s run take 100 s; sleeping costs ~nothing.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from .config import Config, ConfigError, load_toml  # noqa: E402
+
+__all__ = ["compare_main", "train_main"]
+
+# flags that --resume accepts (they do not change what is computed)
+_RESUME_OK = {"device", "threads"}
+
+
+def _add_run_flags(p: argparse.ArgumentParser, *, single: bool) -> None:
+    from ..data import DATASETS
+    from ..models import MODELS
+    from .optimizers import available
+    from .schedules import SCHEDULES
+
+    ok, missing = available()
+    opt_help = f"one of: {', '.join(ok)}" + (f" (not installed yet: {', '.join(missing)})" if missing else "")
+    g = p.add_argument_group("run")
+    g.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file; flags override it")
+    g.add_argument("--dataset", help=f"{', '.join(DATASETS)} (default mnist1d)")
+    g.add_argument("--model", help=f"{', '.join(MODELS)} (default cnn1d)")
+    if single:
+        g.add_argument("--optimizer", help=f"default nag; {opt_help}")
+        g.add_argument("--lr", type=float, help="learning rate (default: the optimizer's own)")
+    g.add_argument("--momentum", type=float, help="SGD momentum / Adam beta1 (default: the optimizer's own)")
+    g.add_argument("--weight-decay", type=float, help="on weights with ndim >= 2 (default: the optimizer's own)")
+    g.add_argument("--batch-size", type=int, help="default 128")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, help="default: per dataset (mnist1d 10, digits 30, else 20)")
+    length.add_argument("--steps", type=int, help="total optimizer steps (instead of --epochs)")
+    g.add_argument("--schedule", help=f"lr schedule: {', '.join(SCHEDULES)} (default warmup-cosine)")
+    g.add_argument("--warmup", type=float, help="warmup fraction of the run (default 0.1)")
+    g.add_argument("--label-smoothing", type=float, help="default 0.1")
+    g.add_argument("--target-accuracy", type=float,
+                   help="fraction, e.g. 0.94; time to reach it is reported (default: mnist1d 0.94, digits 0.97)")
+    if single:
+        g.add_argument("--seed", type=int, help="default 0")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default auto)")
+    g.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default: one epoch)")
+    g.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _config_from(args, single: bool) -> tuple[Config, dict]:
+    """defaults <- --config file <- flags; returns (config, the flags that were given)."""
+    base = {}
+    if args.config:
+        base = load_toml(args.config)
+    names = ["dataset", "model", "momentum", "weight_decay", "batch_size", "epochs", "steps", "schedule", "warmup",
+             "label_smoothing", "target_accuracy", "device", "eval_every", "threads"]
+    if single:
+        names += ["optimizer", "lr", "seed"]
+    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    merged = dict(base)
+    if "epochs" in given:
+        merged.pop("steps", None)
+    if "steps" in given:
+        merged.pop("epochs", None)
+    merged.update(given)
+    return Config.from_dict(merged, where=args.config or "flags"), given
+
+
+def _default_out(cfg: Config) -> Path:
+    ds = cfg.dataset.split(":")[0]
+    stem = f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{ds}-{cfg.model}-{cfg.optimizer}-s{cfg.seed}"
+    out, k = Path(stem), 1
+    while out.exists():
+        k += 1
+        out = Path(f"{stem}-{k}")
+    return out
+
+
+def _pct(v):
+    return "n/a" if v is None else f"{100 * v:.2f} %"
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="nesterov train",
+        description="Train a model and write a run directory (config.toml, metrics.csv, summary.json, curves.png, "
+                    "last.pt, best.pt). With no options: MNIST-1D, a 1-D CNN, Nesterov momentum (NAG).")
+    _add_run_flags(p, single=True)
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="run directory (default runs/<time>-<dataset>-<model>-<opt>-s<seed>)")
+    g.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    args = p.parse_args(argv)
+
+    from .loop import TrainingDiverged, run  # noqa: F401  (heavy imports after argument errors)
+
+    try:
+        if args.resume:
+            out = Path(args.resume)
+            if not (out / "config.toml").is_file():
+                raise ConfigError(f"--resume {out}: no config.toml there (not a run directory?)")
+            _, given = _config_from(args, single=True)
+            bad = sorted(set(given) - _RESUME_OK) + (["config"] if args.config else []) + (["out"] if args.out else [])
+            if bad:
+                raise ConfigError(f"--resume continues the run exactly as in {out / 'config.toml'}; drop "
+                                  + ", ".join("--" + b.replace("_", "-") for b in bad))
+            cfg = Config.from_dict(load_toml(out / "config.toml"), where=str(out / "config.toml"))
+            cfg = cfg.updated(**{k: given[k] for k in given})
+            summary = out / "summary.json"
+            if summary.is_file() and (out / "last.pt").is_file():
+                import json
+
+                s = json.loads(summary.read_text())
+                if s.get("status") == "completed" and s.get("steps") == cfg.steps:
+                    print(f"{out} is already complete: test accuracy {_pct(s.get('test_accuracy'))} "
+                          f"after {s.get('steps')} steps")
+                    return 0
+        else:
+            cfg, _ = _config_from(args, single=True)
+            cfg.check()
+            out = Path(args.out) if args.out else _default_out(cfg)
+        result = run(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    except (ConfigError, ValueError, OSError) as e:
+        print(f"nesterov train: error: {e}", file=sys.stderr)
+        return 2
+    s = result.summary
+    if result.exit_code == 130:
+        return 130
+    if s["status"] == "completed":
+        line = (f"test accuracy {_pct(s['test_accuracy'])} (best {_pct(s['best_test_accuracy'])} at step "
+                f"{s['best_step']}) after {s['steps']} steps in {s['seconds']:.2f} s of training "
+                f"(+ {s['data_seconds']:.2f} s data preparation)")
+        print(line)
+        if s["target_accuracy"] is not None:
+            if s["seconds_to_target"] is not None:
+                print(f"target {_pct(s['target_accuracy'])} reached at step {s['steps_to_target']}, "
+                      f"{s['seconds_to_target']:.2f} s")
+            else:
+                print(f"target {_pct(s['target_accuracy'])} not reached")
+    print(f"run directory: {out}")
+    return result.exit_code
+
+
+def compare_main(argv: list[str] | None = None) -> int:
+    from .compare import compare_cli
+
+    return compare_cli(argv, _add_run_flags, _config_from)

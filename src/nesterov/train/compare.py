@@ -1,0 +1,252 @@
+"""``nesterov compare``: race optimizers on one dataset and model over several seeds.
+
+Each optimizer trains with its own lr: the optimizer table's default, one given with ``--lr name=value``, or
+(``--sweep``) the best of a small sweep around the default, chosen by accuracy on a validation split carved
+from the training set (the test set is never looked at to choose).  Runs go seed by seed, each seed running
+every optimizer in turn, so a slow spell on a shared machine hits all optimizers alike.
+
+Writes ``compare.csv`` (the table), ``runs.csv`` (one row per run), ``history.csv`` (every evaluation of every
+run), ``sweep.csv`` (with ``--sweep``) and ``compare.png`` (test accuracy vs seconds and vs steps).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from ..data import Dataset, carve_split, load_dataset
+from .config import Config, ConfigError
+from .loop import resolve_device, run
+from .optimizers import OPTIMIZERS, OptimizerError, available, resolve_hparams
+
+__all__ = ["DEFAULT_OPTIMIZERS", "SWEEP_FACTORS", "VALIDATION_FRACTION", "compare", "compare_cli"]
+
+DEFAULT_OPTIMIZERS = ("nag", "nadamw", "adan", "muon", "torch-sgd", "torch-adamw")
+SWEEP_FACTORS = (1 / 3, 1.0, 3.0)  # x the default lr
+VALIDATION_FRACTION = 0.2  # of the training set, held out for --sweep
+
+
+def _mean_sd(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def validation_split(data: Dataset) -> Dataset:
+    """Train on 80 % of the training set, evaluate on the other 20 % (reported as 'test' by the loop)."""
+    x, y, xv, yv = carve_split(data.x, data.y, VALIDATION_FRACTION)
+    return dataclasses.replace(data, x=x, y=y, x_test=xv, y_test=yv,
+                               notes=[f"validation split: {len(yv)} of {len(yv) + len(y)} training examples"])
+
+
+def sweep_lrs(names, base: Config, data: Dataset, log) -> tuple[dict, list[dict]]:
+    """Best lr per optimizer by final validation accuracy (ties: lower validation loss), seed ``base.seed``."""
+    val = validation_split(data)
+    best, rows = {}, []
+    for name in names:
+        default = resolve_hparams(name)["lr"]
+        for f in SWEEP_FACTORS:
+            lr = float(f"{default * f:.3g}")
+            res = run(dataclasses.replace(base, optimizer=name, lr=lr), None, progress=False, data=val,
+                      log=lambda m: None)
+            s = res.summary
+            acc = s["test_accuracy"] if s["status"] == "completed" else None
+            rows.append({"optimizer": name, "lr": lr, "val_accuracy": acc, "val_loss": s.get("test_loss"),
+                         "status": s["status"]})
+            log(f"  sweep {name:12s} lr {lr:<8g} validation accuracy "
+                + (f"{100 * acc:.2f} %" if acc is not None else s["status"]))
+        ok = [r for r in rows if r["optimizer"] == name and r["val_accuracy"] is not None]
+        if not ok:
+            raise RuntimeError(f"sweep: every lr diverged for {name!r}")
+        best[name] = max(ok, key=lambda r: (r["val_accuracy"], -r["val_loss"]))["lr"]
+        log(f"  sweep {name:12s} -> lr {best[name]:g}")
+    return best, rows
+
+
+def compare(names, base: Config, seeds: int, *, sweep: bool = False, lrs: dict | None = None, out=None,
+            log=None) -> dict:
+    """Train every optimizer in ``names`` for seeds ``base.seed .. base.seed + seeds - 1``.
+
+    Returns ``{"table": [...], "runs": [...], "curves": {name: [history per seed]}, "sweep": [...]}``.
+    """
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    lrs = dict(lrs or {})
+    device = resolve_device(base.device)
+    data = load_dataset(base.dataset, device)
+    n_train = len(data.y)
+    resolved = base.resolved(n_train)
+    log(f"data   {data.describe()} (prepared in {data.seconds:.2f} s)")
+    sweep_rows = []
+    if sweep:
+        todo = [n for n in names if n not in lrs]
+        log(f"lr sweep (x{', x'.join(f'{f:.3g}' for f in SWEEP_FACTORS)} the default) on a "
+            f"{VALIDATION_FRACTION:.0%} validation split of the training set, seed {base.seed}:")
+        found, sweep_rows = sweep_lrs(todo, base, data, log)
+        lrs.update(found)
+    for name in names:
+        lrs.setdefault(name, resolve_hparams(name)["lr"])
+
+    runs, curves = [], {name: [] for name in names}
+    for seed in range(base.seed, base.seed + seeds):
+        for name in names:
+            cfg = dataclasses.replace(base, optimizer=name, lr=lrs[name], seed=seed)
+            res = run(cfg, None, progress=False, data=data, log=lambda m: None)
+            s = res.summary
+            runs.append({k: s.get(k) for k in ("optimizer", "lr", "seed", "status", "steps", "seconds",
+                                                "test_accuracy", "best_test_accuracy", "steps_to_target",
+                                                "seconds_to_target")})
+            curves[name].append(res.history)
+            log(f"  seed {seed} {name:12s} lr {lrs[name]:<8g} "
+                + (f"best {100 * s['best_test_accuracy']:.2f} %  final {100 * s['test_accuracy']:.2f} %  "
+                   f"{s['seconds']:.1f} s" if s["status"] == "completed" else s["status"])
+                + (f"  target at {s['seconds_to_target']:.1f} s" if s.get("seconds_to_target") is not None else ""))
+
+    table = []
+    for name in names:
+        rs = [r for r in runs if r["optimizer"] == name]
+        best_m, best_sd = _mean_sd([r["best_test_accuracy"] for r in rs])
+        fin_m, fin_sd = _mean_sd([r["test_accuracy"] for r in rs])
+        reached = [r for r in rs if r["seconds_to_target"] is not None]
+        st_m, _ = _mean_sd([r["steps_to_target"] for r in reached])
+        sec_m, sec_sd = _mean_sd([r["seconds_to_target"] for r in reached])
+        tot_m, _ = _mean_sd([r["seconds"] for r in rs])
+        table.append({"optimizer": name, "lr": lrs[name], "seeds": len(rs),
+                      "best_accuracy_mean": best_m, "best_accuracy_sd": best_sd,
+                      "final_accuracy_mean": fin_m, "final_accuracy_sd": fin_sd,
+                      "target_accuracy": resolved.target_accuracy, "reached": len(reached),
+                      "steps_to_target_mean": st_m, "seconds_to_target_mean": sec_m,
+                      "seconds_to_target_sd": sec_sd, "seconds_mean": tot_m,
+                      "diverged": sum(r["status"] != "completed" for r in rs)})
+    result = {"table": table, "runs": runs, "curves": curves, "sweep": sweep_rows, "config": resolved}
+    if out is not None:
+        _write(Path(out), result, resolved)
+    return result
+
+
+def _csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()})
+
+
+def _write(out: Path, result: dict, cfg: Config) -> None:
+    from .plots import plot_compare
+
+    out.mkdir(parents=True, exist_ok=True)
+    _csv(out / "compare.csv", result["table"])
+    _csv(out / "runs.csv", result["runs"])
+    _csv(out / "sweep.csv", result["sweep"])
+    hist = [{"optimizer": name, "seed": cfg.seed + i, **row}
+            for name, seeds in result["curves"].items() for i, h in enumerate(seeds) for row in h]
+    _csv(out / "history.csv", hist)
+    curves = {f"{name} (lr {t['lr']:g})": result["curves"][name] for name, t in
+              zip(result["curves"], result["table"]) if all(result["curves"][name])}
+    if curves:
+        plot_compare(curves, out / "compare.png", target=cfg.target_accuracy,
+                     title=f"{cfg.dataset} / {cfg.model}, {cfg.steps} steps of batch {cfg.batch_size}")
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+
+def format_table(table: list[dict]) -> str:
+    def pct(m, sd):
+        return "-" if m is None else f"{100 * m:.2f} ± {100 * sd:.2f}"
+
+    target = table[0]["target_accuracy"] if table else None
+    tgt = f"{100 * target:g} %" if target is not None else "target"
+    head = ["optimizer", "lr", "best test acc. (%)", "final test acc. (%)", f"reached {tgt}",
+            "steps to target", "seconds to target", "seconds (all)"]
+    lines = []
+    for t in table:
+        lines.append([t["optimizer"], f"{t['lr']:g}", pct(t["best_accuracy_mean"], t["best_accuracy_sd"]),
+                      pct(t["final_accuracy_mean"], t["final_accuracy_sd"]), f"{t['reached']}/{t['seeds']}",
+                      "-" if t["steps_to_target_mean"] is None else f"{t['steps_to_target_mean']:.0f}",
+                      "-" if t["seconds_to_target_mean"] is None else
+                      f"{t['seconds_to_target_mean']:.2f} ± {t['seconds_to_target_sd']:.2f}",
+                      "-" if t["seconds_mean"] is None else f"{t['seconds_mean']:.2f}"])
+    widths = [max(len(str(r[i])) for r in [head] + lines) for i in range(len(head))]
+    fmt = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in lines])
+
+
+def _parse_lrs(text: str) -> dict:
+    lrs = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            lrs[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--lr: expected name=value pairs such as nag=0.1,torch-adamw=0.003; got {part!r}")
+    return lrs
+
+
+def compare_cli(argv, add_run_flags, config_from) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="nesterov compare",
+                                description="Race optimizers on one dataset and model over several seeds; print a "
+                                            "table and write compare.csv and compare.png.")
+    g = p.add_argument_group("race")
+    g.add_argument("--optimizers", help=f"comma-separated (default: those of {','.join(DEFAULT_OPTIMIZERS)} "
+                                        "that are installed)")
+    g.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    g.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    g.add_argument("--lr", help="per-optimizer lrs, e.g. nag=0.1,torch-adamw=0.003 (default: each one's own)")
+    g.add_argument("--sweep", action="store_true",
+                   help=f"pick each lr from {{{', '.join(f'{f:.3g}' for f in SWEEP_FACTORS)}}} x its default by "
+                        f"accuracy on a validation split carved from the training set")
+    g.add_argument("--out", metavar="DIR", help="output directory (default runs/compare-<time>)")
+    add_run_flags(p, single=False)
+    args = p.parse_args(argv)
+    try:
+        ok, missing = available()
+        if args.optimizers:
+            names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+            unknown = [n for n in names if n not in OPTIMIZERS]
+            if unknown:
+                raise ConfigError(f"--optimizers: unknown {', '.join(unknown)}; valid: {', '.join(ok)}")
+            absent = [n for n in names if n in missing]
+            if absent:
+                raise ConfigError(f"--optimizers: not available in this installation: {', '.join(absent)} "
+                                  f"({'; '.join(f'{n}: {missing[n]}' for n in absent)}); available: {', '.join(ok)}")
+        else:
+            names = [n for n in DEFAULT_OPTIMIZERS if n in ok]
+            skipped = [n for n in DEFAULT_OPTIMIZERS if n in missing]
+            if skipped:
+                print(f"note: not installed yet, skipped: {', '.join(skipped)}", file=sys.stderr)
+        if len(set(names)) != len(names):
+            raise ConfigError("--optimizers: a name is repeated")
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
+        lrs = _parse_lrs(args.lr) if args.lr else {}
+        extra = sorted(set(lrs) - set(names))
+        if extra:
+            raise ConfigError(f"--lr: {', '.join(extra)} not among --optimizers ({', '.join(names)})")
+        for name, lr in lrs.items():
+            if not lr > 0:
+                raise ConfigError(f"--lr: {name}={lr} must be > 0")
+        base, _ = config_from(args, single=False)
+        base = dataclasses.replace(base, seed=args.seed)
+        base.check()
+        out = Path(args.out) if args.out else Path(f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+        result = compare(names, base, args.seeds, sweep=args.sweep, lrs=lrs, out=out)
+    except (ConfigError, OptimizerError, ValueError, OSError) as e:
+        print(f"nesterov compare: error: {e}", file=sys.stderr)
+        return 2
+    cfg = result["config"]
+    print(f"{cfg.dataset} / {cfg.model}: {cfg.steps} steps of batch {cfg.batch_size}, {cfg.schedule}, "
+          f"{args.seeds} seed(s){', lrs from a validation sweep' if args.sweep else ''}")
+    print(format_table(result["table"]))
+    print(f"wrote {out / 'compare.csv'}, {out / 'compare.png'}")
+    return 0

@@ -1,0 +1,143 @@
+"""The one table of optimizers the trainer knows: name -> constructor and default hyperparameters.
+
+Library optimizers (``nesterov.NAG``, ``nesterov.NAdamW``, ...) are listed when they import; ``torch-sgd``
+(heavy-ball momentum), ``torch-adamw`` and ``torch-nadam`` are torch's, kept as baselines.  Weight decay is
+applied to weight matrices and conv kernels only (parameters with ``ndim >= 2``), never to biases or norms.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from importlib import import_module
+
+from torch import nn
+
+__all__ = ["OPTIMIZERS", "OptimizerError", "available", "make_optimizer", "resolve_hparams"]
+
+
+class OptimizerError(ValueError):
+    """An unknown or unavailable optimizer, or a hyperparameter it does not take."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    target: str  # "module:attr"
+    lr: float  # default learning rate for the built-in datasets/models (the sweep centres on it)
+    weight_decay: float
+    momentum: float | None  # SGD momentum or Adam beta1; None if the optimizer has neither
+    extra: tuple = ()  # fixed constructor kwargs, as (key, value) pairs
+    library: bool = True  # False for the torch baselines
+
+
+# Default lrs were picked on MNIST-1D with cnn1d (batch 128, warmup+cosine, 10 epochs); `--sweep` revisits them.
+OPTIMIZERS: dict[str, Spec] = {
+    "nag": Spec("nesterov:NAG", lr=0.1, weight_decay=5e-4, momentum=0.9),
+    "nadamw": Spec("nesterov:NAdamW", lr=3e-3, weight_decay=1e-2, momentum=0.9),
+    "adan": Spec("nesterov:Adan", lr=1e-2, weight_decay=1e-2, momentum=0.98),
+    "muon": Spec("nesterov:Muon", lr=0.02, weight_decay=0.0, momentum=0.95),
+    "lars": Spec("nesterov:LARS", lr=1.0, weight_decay=5e-4, momentum=0.9),
+    "lamb": Spec("nesterov:LAMB", lr=1e-2, weight_decay=1e-2, momentum=0.9),
+    "torch-sgd": Spec("torch.optim:SGD", lr=0.1, weight_decay=5e-4, momentum=0.9, library=False),
+    "torch-adamw": Spec("torch.optim:AdamW", lr=3e-3, weight_decay=1e-2, momentum=0.9, library=False),
+    "torch-nadam": Spec("torch.optim:NAdam", lr=3e-3, weight_decay=1e-2, momentum=0.9,
+                        extra=(("decoupled_weight_decay", True),), library=False),
+}
+
+
+def _load(name: str):
+    """The optimizer class for ``name``, or an ImportError/AttributeError saying why not."""
+    module, attr = OPTIMIZERS[name].target.split(":")
+    return getattr(import_module(module), attr)
+
+
+def available() -> tuple[list[str], dict[str, str]]:
+    """``(names that construct, {name: why not} for the rest)``."""
+    ok, missing = [], {}
+    for name in OPTIMIZERS:
+        try:
+            _load(name)
+            ok.append(name)
+        except Exception as e:  # noqa: BLE001 - any import failure makes it unavailable
+            missing[name] = f"{type(e).__name__}: {e}"
+    return ok, missing
+
+
+def _check_name(name: str):
+    if name not in OPTIMIZERS:
+        ok, _ = available()
+        raise OptimizerError(f"unknown optimizer {name!r}; valid: {', '.join(ok)}")
+    try:
+        return _load(name)
+    except Exception as e:  # noqa: BLE001
+        ok, _ = available()
+        raise OptimizerError(
+            f"optimizer {name!r} ({OPTIMIZERS[name].target.replace(':', '.')}) is not available in this "
+            f"installation ({type(e).__name__}: {e}); available: {', '.join(ok)}") from None
+
+
+def resolve_hparams(name: str, lr=None, momentum=None, weight_decay=None) -> dict:
+    """Fill unset hyperparameters from the table: ``{"lr", "momentum", "weight_decay"}``."""
+    _check_name(name)
+    spec = OPTIMIZERS[name]
+    return {"lr": spec.lr if lr is None else float(lr),
+            "momentum": spec.momentum if momentum is None else float(momentum),
+            "weight_decay": spec.weight_decay if weight_decay is None else float(weight_decay)}
+
+
+# Muon orthogonalises hidden matrices only; the output head and the non-matrices go to its auxiliary
+# (NAdamW) optimizer at this lr.
+MUON_AUX_LR = 3e-3
+
+
+def _param_groups(name: str, model: nn.Module, weight_decay: float) -> list[dict]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "muon":
+        heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        head = {id(p) for p in heads[-1].parameters()} if heads else set()
+        hidden = [p for p in params if p.ndim >= 2 and id(p) not in head]
+        rest = [p for p in params if p.ndim < 2 or id(p) in head]
+        groups = [{"params": hidden, "weight_decay": weight_decay}] if hidden else []
+        if rest:
+            groups.append({"params": rest, "use_muon": False, "lr": MUON_AUX_LR, "weight_decay": 0.0})
+        return groups
+    decay = [p for p in params if p.ndim >= 2]
+    rest = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}] if decay else []
+    if rest:
+        groups.append({"params": rest, "weight_decay": 0.0})
+    return groups
+
+
+def make_optimizer(name: str, model: nn.Module, lr=None, momentum=None, weight_decay=None):
+    """Build optimizer ``name`` for ``model``; returns ``(optimizer, resolved hyperparameters)``."""
+    cls = _check_name(name)
+    spec = OPTIMIZERS[name]
+    hp = resolve_hparams(name, lr, momentum, weight_decay)
+    if not hp["lr"] > 0:
+        raise OptimizerError(f"lr must be > 0, got {hp['lr']}")
+    if not hp["weight_decay"] >= 0:
+        raise OptimizerError(f"weight_decay must be >= 0, got {hp['weight_decay']}")
+    kwargs = dict(spec.extra)
+    kwargs["lr"] = hp["lr"]
+    params = inspect.signature(cls.__init__).parameters
+    if hp["momentum"] is not None:
+        m = hp["momentum"]
+        if not 0.0 <= m < 1.0:
+            raise OptimizerError(f"momentum must be in [0, 1), got {m}")
+        if "momentum" in params:
+            kwargs["momentum"] = m
+        elif "betas" in params:
+            default = params["betas"].default
+            betas = tuple(default) if isinstance(default, (tuple, list)) else (0.9, 0.999)
+            kwargs["betas"] = (m,) + betas[1:]
+        elif momentum is not None:
+            raise OptimizerError(f"optimizer {name!r} takes no momentum; leave --momentum unset")
+    if spec.library and "nesterov" in params:  # e.g. LARS: the Nesterov variant is the point of this library
+        kwargs.setdefault("nesterov", True)
+    groups = _param_groups(name, model, hp["weight_decay"])
+    try:
+        opt = cls(groups, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise OptimizerError(f"cannot build optimizer {name!r} with {kwargs}: {e}") from None
+    return opt, hp

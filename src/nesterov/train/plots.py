@@ -1,0 +1,92 @@
+"""Figures of a run (``curves.png``) and of a race (``compare.png``), drawn with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+__all__ = ["plot_compare", "plot_curves"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(rows: list[dict], path, title: str = "", target: float | None = None) -> None:
+    """Loss and accuracy against steps (top) and against training seconds (bottom)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    for r, xkey, xlabel in ((0, "step", "step"), (1, "seconds", "training wall time (s)")):
+        x = [row[xkey] for row in rows]
+        ax = axes[r, 0]
+        ax.plot(x, [row["train_loss"] for row in rows], label="train loss (mean since last eval)")
+        ax.plot(x, [row["test_loss"] for row in rows], label="test loss")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("cross-entropy")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        ax = axes[r, 1]
+        ax.plot(x, [100 * row["train_accuracy"] for row in rows], label="train accuracy")
+        ax.plot(x, [100 * row["test_accuracy"] for row in rows], label="test accuracy")
+        if target is not None:
+            ax.axhline(100 * target, color="gray", ls="--", lw=1, label=f"target {100 * target:g} %")
+        accs = [row["test_accuracy"] for row in rows] + [row["train_accuracy"] for row in rows]
+        ax.set_ylim(max(0, 100 * min(accs) - 2), 100.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)")
+        ax.legend(loc="lower right")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_compare(curves: dict[str, list[list[dict]]], path, title: str = "", target: float | None = None) -> None:
+    """Test accuracy vs training seconds (left) and vs steps (right): one line per optimizer (mean over
+    seeds), a band from the worst to the best seed.
+
+    ``curves[label]`` is a list (one per seed) of metric rows with ``seconds``, ``step``, ``test_accuracy``.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
+    lo_all = 100.0
+    for i, (label, runs) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        for ax, key in ((axes[0], "seconds"), (axes[1], "step")):
+            t_max = max(run[-1][key] for run in runs)  # a finished seed holds its final accuracy
+            grid = np.linspace(0, t_max, 200)
+            ys = []
+            for run in runs:  # accuracy known so far at each grid point (a step function; 0 before the 1st eval)
+                xs = np.array([row[key] for row in run])
+                acc = np.array([100 * row["test_accuracy"] for row in run])
+                k = np.searchsorted(xs, grid, side="right") - 1
+                ys.append(np.where(k >= 0, acc[np.clip(k, 0, None)], np.nan))
+            ys = np.array(ys)
+            with warnings.catch_warnings():  # all-NaN columns before the first evaluation stay NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, lo, hi = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
+            ax.plot(grid, mean, color=color, lw=2, label=f"{label} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+            if len(runs) > 1:
+                ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
+            finals = [100 * r[-1]["test_accuracy"] for r in runs]
+            lo_all = min(lo_all, float(np.min(finals)))
+    for ax, xlabel in ((axes[0], "training wall time (s)"), (axes[1], "step")):
+        if target is not None:
+            ax.axhline(100 * target, color="gray", ls="--", lw=1, label=f"target {100 * target:g} %")
+        ax.set_ylim(max(0.0, min(lo_all, 100 * (target or 1)) - 15), 100.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    if title:
+        fig.suptitle(title + "  (line: mean over seeds; band: worst to best seed)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
