@@ -5,8 +5,10 @@ Two kinds, both declared on a :class:`SpanRule` (a :class:`~nesterov.rules.base.
 - **running 0-d states** (``scalars``), like torch NAdam's ``mu_product``: one 0-d tensor per parameter in
   ``optimizer.state[p]`` (torch's layout), shared by the members of a run exactly like ``step`` (a run
   never mixes step counts). ``advance(step, *old, **hypers) -> (new_scalars, derived)`` moves them one
-  step on the device (no host sync; a GradScaler-skipped step keeps the old values); ``new_scalars`` and
-  ``derived`` (e.g. NAdam's μ_t, μ_{t+1}) are handed to ``update`` as keyword arguments.
+  step on the device (no host sync; a GradScaler-skipped step keeps the old values); ``derived`` (the
+  per-step scalars the update reads) is handed to ``update`` as keyword arguments. ``advance`` is also where a rule computes
+  its per-step scalars (bias corrections, NAdam's μ_t) once per run in float64, as torch does with
+  Python floats: in float32, 1 − 0.999^t loses three of its seven digits.
 - **per-tensor segments** (``per_tensor``), for layer-wise trust ratios (LARS, LAMB): ``update`` gets
   ``segment_ids`` (int32, the index of each element's tensor within the span) and ``matrix`` (bool, one
   per tensor: ``ndim > 1``). :func:`segment_norm` and :func:`expand` are the one mechanism for
@@ -63,17 +65,17 @@ def _segments(params: list[torch.Tensor], device, cache: bool) -> tuple[torch.Te
     return ids, matrix
 
 
-def span_inputs(rule: Rule, state, params: list[torch.Tensor], step, found_inf, hypers: dict,
-                store: bool = True) -> dict:
-    """Extra keyword inputs of ``rule.update`` for one run ``params`` (``{}`` for plain rules).
-
-    With ``store`` the advanced 0-d states are written to ``state[p]`` of every member (torch's layout).
+def span_inputs(rule: Rule, state, params: list[torch.Tensor], members: list[int], step, found_inf,
+                hypers: dict, store: bool = True) -> dict:
+    """Extra keyword inputs of ``rule.update`` for the run ``[params[i] for i in members]`` (``{}`` for
+    plain rules). With ``store`` the advanced 0-d states are written to ``state[p]`` of every member.
     """
     if not isinstance(rule, SpanRule):
         return {}
+    params = [params[i] for i in members]
     extra: dict = {}
     device = params[0].device
-    if rule.scalars:
+    if rule.advance is not None:
         first = state.get(params[0]) or {}
         init = None
         old = []
@@ -84,13 +86,12 @@ def span_inputs(rule: Rule, state, params: list[torch.Tensor], step, found_inf, 
                 value = init[name]
             old.append(value)
         new, derived = rule.advance(step, *old, **hypers)
-        if found_inf is not None:
+        if found_inf is not None and new:
             skip = found_inf.reshape(()) != 0
             new = {name: torch.where(skip, o, new[name]) for name, o in zip(rule.scalars, old)}
-        if store:
+        if store and new:
             for p in params:
                 state[p].update(new)
-        extra.update(new)
         extra.update(derived)
     if rule.per_tensor:
         extra["segment_ids"], extra["matrix"] = _segments(params, device, cache=store)

@@ -1,0 +1,59 @@
+"""``NAdamW``: torch.optim.NAdam's exact update (decoupled weight decay by default), on the fused engine."""
+
+from __future__ import annotations
+
+from nesterov.optim.base import ArenaOptimizer, check_number
+from nesterov.rules.nadamw import NADAMW_RULE
+
+
+def check_betas(group: dict, where: str, count: int) -> None:
+    """Validate ``group['betas']`` (each in [0, 1)) and store their complements ``c1``, ``c2``, … as the
+    rule's hyperparameters (re-derived every step, so a scheduler that changes ``betas`` is followed)."""
+    betas = group["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != count:
+        raise ValueError(f"betas{where} must be a tuple of {count} numbers in [0, 1), got {betas!r}")
+    for i, beta in enumerate(betas):
+        check_number(f"betas[{i}]{where}", beta, low=0.0, high=1.0, high_open=True)
+        group[f"c{i + 1}"] = 1.0 - float(beta)
+
+
+def check_flags(group: dict, where: str, names) -> None:
+    for name in names:
+        if not isinstance(group[name], bool):
+            raise TypeError(f"{name}{where} must be a bool, got {type(group[name]).__name__}")
+
+
+class NAdamW(ArenaOptimizer):
+    r"""NAdam with decoupled weight decay: a drop-in for ``torch.optim.NAdam(..., decoupled_weight_decay=True)``.
+
+    The update (μ-schedule, running ``mu_product``, bias correction) is torch's, step for step; with
+    ``decoupled_weight_decay=False`` it is torch's plain NAdam (L2 added to the gradient). State and
+    checkpoints use torch NAdam's layout (``step``, ``mu_product``, ``exp_avg``, ``exp_avg_sq``), so either
+    optimizer loads the other's state_dict. See :mod:`nesterov.rules.nadamw` for the formulas.
+
+    Args:
+        lr: learning rate η ≥ 0.  betas: (β1, β2), each in [0, 1).  eps: ε > 0 added to √v̂.
+        weight_decay: λ ≥ 0.  momentum_decay: ψ ≥ 0 of the μ-schedule.
+        decoupled_weight_decay: ``p ← p(1 − ηλ)`` (NAdamW, default) instead of ``g ← g + λp``.
+        maximize: ascend instead of descend.
+        backend, state_dtype: see :class:`~nesterov.optim.base.ArenaOptimizer`; ``torch.bfloat16``
+            state (stochastic rounding) halves the 8 bytes of state per fp32 parameter.
+    """
+
+    rule = NADAMW_RULE
+
+    def __init__(self, params, lr: float = 2e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = True,
+                 maximize: bool = False, *, backend: str = "auto", state_dtype=None):
+        defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
+                        weight_decay=weight_decay, momentum_decay=momentum_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+        super().__init__(params, defaults, backend=backend, state_dtype=state_dtype)
+
+    def check_hypers(self, group: dict, where: str) -> None:
+        check_number(f"lr{where}", group["lr"], low=0.0)
+        check_betas(group, where, 2)
+        check_number(f"eps{where}", group["eps"], low=0.0, low_open=True)
+        check_number(f"weight_decay{where}", group["weight_decay"], low=0.0)
+        check_number(f"momentum_decay{where}", group["momentum_decay"], low=0.0)
+        check_flags(group, where, ("decoupled_weight_decay", "maximize"))

@@ -1,0 +1,101 @@
+"""NAdam / NAdamW, exactly as ``torch.optim.NAdam`` (Dozat 2016, with torch's μ-schedule).
+
+    g   ← −g if maximize
+    p   ← p·(1 − η·λ)            if decoupled_weight_decay (NAdamW)     else  g ← g + λ·p
+    μ_t = β1·(1 − ½·0.96^(t·ψ)),   μ_{t+1} = β1·(1 − ½·0.96^((t+1)·ψ))
+    Π_t = Π_{t−1}·μ_t              (``mu_product``, a running 0-d state, Π_0 = 1)
+    m   ← β1·m + (1 − β1)·g
+    v   ← β2·v + (1 − β2)·g²
+    d   = √(v / (1 − β2^t)) + ε
+    p   ← p − η·(1 − μ_t)/(1 − Π_t) · g/d − η·μ_{t+1}/(1 − Π_t·μ_{t+1}) · m/d
+
+η = lr, λ = weight_decay, ψ = momentum_decay. ``mu_product`` is stored as torch stores it (a 0-d tensor
+of torch's scalar dtype, float32 unless the default dtype is float64, multiplied by μ_t rounded to that
+dtype), so the running product, and hence every step, matches torch's rather than a closed form that
+drifts from it. μ_t, μ_{t+1} and 1 − β2^t are computed once per run in float64, like torch's Python
+floats. The betas arrive as their complements ``c1 = 1 − β1``, ``c2 = 1 − β2`` (the group keeps torch's
+``betas``): a float32 hyperparameter holds 1 − 0.999 to seven digits, 0.999 only to four of them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nesterov.engine.segments import SpanRule
+
+
+def f64(x, device):
+    return torch.as_tensor(x, dtype=torch.float64, device=device)
+
+
+def mu_at(t, beta1, momentum_decay):
+    """The momentum schedule μ_t."""
+    return beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+
+
+def init_scalars(device):
+    dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    return {"mu_product": torch.ones((), dtype=dtype, device=device)}
+
+
+def advance(step, mu_product, *, c1, c2, momentum_decay, **_):
+    t = step.to(torch.float64)
+    beta1, beta2, psi = 1 - f64(c1, t.device), 1 - f64(c2, t.device), f64(momentum_decay, t.device)
+    mu, mu_next = mu_at(t, beta1, psi), mu_at(t + 1, beta1, psi)
+    mu_product = mu_product * mu.to(mu_product.dtype)  # as torch: the running product in its own dtype
+    derived = {"mu": mu, "mu_next": mu_next, "mu_product": mu_product.to(torch.float64),
+               "bias_correction2": 1 - beta2**t}
+    return {"mu_product": mu_product}, derived
+
+
+def update(p, g, exp_avg, exp_avg_sq, *, step, mu, mu_next, mu_product, bias_correction2, lr, c1, c2, eps,
+           weight_decay, momentum_decay=None, maximize=False, decoupled_weight_decay=True):
+    if maximize:
+        g = -g
+    if decoupled_weight_decay:
+        p = p * (1 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    exp_avg = exp_avg + c1 * (g - exp_avg)
+    exp_avg_sq = (1 - c2) * exp_avg_sq + c2 * g * g
+    denom = (exp_avg_sq / bias_correction2).sqrt() + eps
+    grad_coef = lr * (1 - mu) / (1 - mu_product)
+    avg_coef = lr * mu_next / (1 - mu_product * mu_next)
+    p = p - grad_coef * g / denom - avg_coef * exp_avg / denom
+    return p, exp_avg, exp_avg_sq
+
+
+def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, *, step, mu, mu_next, mu_product, bias_correction2,
+                    lr, c1, c2, eps, weight_decay, momentum_decay=None, maximize=False,
+                    decoupled_weight_decay=True):
+    """In-place restatement of :func:`update` (Python-float hyperparameters)."""
+    mu, mu_next, mu_product, bc2 = mu.item(), mu_next.item(), mu_product.item(), bias_correction2.item()
+    if maximize:
+        grads = torch._foreach_neg(grads)
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        else:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_lerp_(exp_avgs, grads, c1)
+    torch._foreach_mul_(exp_avg_sqs, 1 - c2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, c2)
+    denom = torch._foreach_div(exp_avg_sqs, bc2)
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, grads, denom, -lr * (1 - mu) / (1 - mu_product))
+    torch._foreach_addcdiv_(params, exp_avgs, denom, -lr * mu_next / (1 - mu_product * mu_next))
+
+
+NADAMW_RULE = SpanRule(
+    name="nadamw",
+    states=("exp_avg", "exp_avg_sq"),
+    hypers=("lr", "c1", "c2", "eps", "weight_decay", "momentum_decay"),
+    flags=("maximize", "decoupled_weight_decay"),
+    uses_step=True,
+    update=update,
+    update_foreach_=update_foreach_,
+    scalars=("mu_product",),
+    init_scalars=init_scalars,
+    advance=advance,
+)
