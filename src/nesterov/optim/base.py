@@ -203,7 +203,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
             g = arena.flat_grad[start:end]
             states = [arena.flat_states[name][start:end] for name in self.rule.states]
             step = self._next_step(arena, members, found_inf)
-            span = span_inputs(self.rule, self.state, [arena.params[i] for i in members], step, found_inf, hypers)
+            span = span_inputs(self.rule, self.state, arena.params, members, step, found_inf, hypers)
             if backend == "foreach":
                 values = {name: float(group[name]) for name in self.rule.hypers}
                 extra = {"step": int(arena.counts[members[0]]) + 1} if self.rule.uses_step else {}
@@ -257,7 +257,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
         step = torch.ones((), dtype=torch.float32, device=arena.device) if self.rule.uses_step else None
         scale = None if grad_scale is None else torch.ones_like(grad_scale)
         inf = None if found_inf is None else torch.zeros_like(found_inf)
-        hypers.update(span_inputs(self.rule, {}, [p], step, inf, hypers, store=False))
+        hypers.update(span_inputs(self.rule, {}, [p], [0], step, inf, hypers, store=False))
         return (self.rule, p, torch.zeros_like(p), states, hypers, flags, step, scale, inf, 0)
 
     # -- step counting (rules with bias corrections) -------------------------------------------------
@@ -304,7 +304,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
                 step = step - (found_inf.reshape(()) != 0).to(step.dtype)
             state["step"] = step
         hypers = {name: float(group[name]) for name in self.rule.hypers}
-        hypers.update(span_inputs(self.rule, self.state, [p], step, found_inf, hypers))
+        hypers.update(span_inputs(self.rule, self.state, [p], [0], step, found_inf, hypers))
         seed = mix_seed(self._seed_counter, id(p) & 0xFFFF)
         states = [state[name] for name in self.rule.states]
         B.fused_step(self.rule, p, p.grad, states, hypers, flags, step, grad_scale, found_inf, seed)
