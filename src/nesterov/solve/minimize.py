@@ -451,7 +451,7 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
         hist["step"].append(step)
         hist["restart"].append(rflag)
 
-        if callback is not None:
+        if callback is not None and bool(upd.any()):
             inter = OptimizeResult(x=X if batched else X[0], fun=Fx if batched else Fx[0], nit=k)
             try:
                 stop = callback(inter)
