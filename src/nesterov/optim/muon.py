@@ -39,8 +39,10 @@ MUON_KEYS = ("lr", "momentum", "nesterov", "ns_steps", "ns_coefficients", "eps",
 
 
 def _nadamw(param_groups: list[dict]) -> torch.optim.Optimizer:
-    from nesterov.optim.nadamw import NAdamW
-
+    try:
+        from nesterov.optim.nadamw import NAdamW
+    except ImportError:  # NAdamW not in this checkout yet: torch's NAdam is the same update, unfused
+        return torch.optim.NAdam(param_groups, decoupled_weight_decay=True)
     return NAdamW(param_groups)
 
 
@@ -348,7 +350,9 @@ class Muon(torch.optim.Optimizer):
             aux_index = dict(zip((k for g in aux_sd["param_groups"] for k in g["params"]), aux_params))
             for k, entry in aux_sd["state"].items():
                 state[index[id(aux_index[k])]] = entry
-        return {"state": dict(sorted(state.items())), "param_groups": groups}
+        # The stochastic-rounding stream position, so that a resumed bf16-state run rounds as the
+        # uninterrupted one would (torch.optim.Muon ignores the extra key).
+        return {"state": dict(sorted(state.items())), "param_groups": groups, "seed_counter": self._seed_counter}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load ours, or torch.optim.Muon's for the same matrices; a rejected dict changes nothing."""
@@ -397,6 +401,7 @@ class Muon(torch.optim.Optimizer):
             for slot, group in zip(slots, self.aux.param_groups):
                 group["use_muon"] = False
                 self.param_groups[slot] = group
+        self._seed_counter = int(state_dict.get("seed_counter", self._seed_counter))
         with torch.no_grad():
             for i, group, rt in self._muon_groups():
                 saved = saved_groups[i]
