@@ -67,8 +67,10 @@ class Arena:
         self.param_views = self._views(self.flat_param)
         self.grad_views = self._views(self.flat_grad)
         self.state_views = {name: self._views(flat) for name, flat in self.flat_states.items()}
-        # How many steps each parameter has taken part in (host side; exact, no device sync).
+        # How many steps each parameter has taken part in (host side, no device sync; for rules that
+        # do not count steps only zero vs non-zero is kept up to date), and whether none is zero.
         self.counts = [0] * len(self.params)
+        self.all_stepped = False
         with torch.no_grad():
             for i, (p, view) in enumerate(zip(self.params, self.param_views)):
                 view.copy_(p)
@@ -76,6 +78,7 @@ class Arena:
                 if p.grad is not None:
                     self._bind_grad(p, i)
         self._param_ptrs = [v.data_ptr() for v in self.param_views]
+        self._whole = [(0, total, list(range(len(self.params))))]
         self._hooks = [self._register_hook(i) for i in range(len(self.params))]
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
@@ -140,16 +143,16 @@ class Arena:
         Gradients that are not views of this arena are copied in first. With ``split_by_count`` a run
         also never mixes parameters with different step counts (their bias corrections differ).
         """
+        if self._all_in_place() and (not split_by_count or len(set(self.counts)) == 1):
+            return self._whole  # the normal case: every grad already is its arena view
         spans: list[tuple[int, int, list[int]]] = []
-        grad_ptrs = None
+        grad_ptrs = self._grad_ptrs()
         for i, p in enumerate(self.params):
             if p.data_ptr() != self._param_ptrs[i]:
                 self.adopt_moved_params()
             grad = p.grad
             if grad is None:
                 continue
-            if grad_ptrs is None:
-                grad_ptrs = self._grad_ptrs()
             if grad.layout != torch.strided or grad.data_ptr() != grad_ptrs[i] or grad.stride() != p.stride():
                 self._bind_grad(p, i)
             start, end = self.offsets[i], self.offsets[i] + p.numel()
@@ -163,6 +166,17 @@ class Arena:
             else:
                 spans.append((start, end, [i]))
         return spans
+
+    def _all_in_place(self) -> bool:
+        """Whether every param and every grad is still its arena view (pointer checks only)."""
+        try:
+            for p, p_ptr, g_ptr in zip(self.params, self._param_ptrs, self._grad_ptrs()):
+                grad = p.grad
+                if grad is None or grad.data_ptr() != g_ptr or p.data_ptr() != p_ptr:
+                    return False
+        except RuntimeError:  # a sparse grad has no data pointer: the slow path explains it
+            return False
+        return True
 
     def _grad_ptrs(self) -> list[int]:
         ptrs = getattr(self, "_grad_ptr_cache", None)

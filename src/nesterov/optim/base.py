@@ -7,10 +7,12 @@ GradScaler's fused unscale-and-skip, torch's state_dict layout, and the choice o
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.optim.optimizer as torch_optimizer
 
 from nesterov.engine import backends as B
 from nesterov.engine.arena import Arena, fits_arena
@@ -44,7 +46,11 @@ class _ArenaRuntime:
     arena: Arena
     backend: str
     hyper_tensors: dict[str, torch.Tensor]
+    state_in_param_dtype: bool  # the foreach restatement handles only full-width state
     hyper_values: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.flat_state_list = list(self.arena.flat_states.values())  # in rule.states order
 
     def hypers(self, group: dict) -> dict[str, torch.Tensor]:
         for name, tensor in self.hyper_tensors.items():
@@ -130,7 +136,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
             hyper_tensors = {
                 name: torch.zeros((), dtype=hyper_dtype, device=device) for name in self.rule.hypers
             }
-            arenas.append(_ArenaRuntime(arena, self._initial_backend(arena), hyper_tensors))
+            arenas.append(_ArenaRuntime(arena, self._initial_backend(arena), hyper_tensors, state_dtype == dtype))
         return _GroupRuntime(arenas, loose)
 
     def _initial_backend(self, arena: Arena) -> str:
@@ -164,16 +170,30 @@ class ArenaOptimizer(torch.optim.Optimizer):
                         p.grad.detach_()
                         p.grad.zero_()
 
-    @torch.no_grad()
     def step(self, closure=None):
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
+        # torch wraps every step in a profiler range and hook loops (~10 µs, a third of a small model's
+        # step); we take that path only when a hook or a profiler is there to see it.
+        if (
+            self._optimizer_step_pre_hooks
+            or self._optimizer_step_post_hooks
+            or torch_optimizer._global_optimizer_pre_hooks
+            or torch_optimizer._global_optimizer_post_hooks
+            or torch._C._autograd._profiler_enabled()
+        ):
+            return self._observed_step(closure)
+        return self._step(closure)
+
+    step.hooked = True  # tells torch.optim.Optimizer not to wrap it again
+
+    @torch.no_grad()
+    def _step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         # Everything that can reject the step does so before anything is written.
-        for i, group in enumerate(self.param_groups):
-            self.check_hypers(group, f" (param group {i})")
+        self._check_groups()
         split = self.rule.uses_step
         spans = [[ar.arena.run_spans(split) for ar in rt.arenas] for rt in self._runtimes]
         for rt in self._runtimes:
@@ -194,25 +214,50 @@ class ArenaOptimizer(torch.optim.Optimizer):
                     self._step_loose(p, group, flags, grad_scale, found_inf)
         return loss
 
+    _observed_step = torch.optim.Optimizer.profile_hook_step(_step)
+
+    def _check_groups(self) -> None:
+        """Validate every group's hyperparameters, re-checking only groups whose values changed."""
+        keys = tuple(self.defaults)
+        checked = self.__dict__.setdefault("_checked_values", {})
+        for i, group in enumerate(self.param_groups):
+            values = tuple(group.get(k) for k in keys)
+            if checked.get(i) != values:
+                self.check_hypers(group, f" (param group {i})")
+                checked[i] = values
+
     def _step_arena(self, ar: _ArenaRuntime, spans, group, flags, grad_scale, found_inf, seed) -> None:
         arena = ar.arena
-        hypers = ar.hypers(group)
         backend = self._backend_now(ar, flags, grad_scale, found_inf)
+        if backend == "foreach":  # the small-model path: keep Python work to the minimum
+            values = {name: group[name] for name in self.rule.hypers}
+            for start, end, members in spans:
+                if end - start == arena.numel:
+                    p, g, states = arena.flat_param, arena.flat_grad, ar.flat_state_list
+                else:
+                    p, g = arena.flat_param[start:end], arena.flat_grad[start:end]
+                    states = [s[start:end] for s in ar.flat_state_list]
+                step = self._next_step(arena, members, found_inf)
+                extra = {"step": arena.counts[members[0]] + 1} if self.rule.uses_step else {}
+                self.rule.update_foreach_([p], [g], *[[s] for s in states], **values, **flags, **extra)
+                self._after_step(arena, members, step)
+            return
+        hypers = ar.hypers(group)
+        if backend == "triton":
+            kernel = B.triton_kernel(self.rule)
+        elif backend == "eager":
+            kernel = functools.partial(B.fused_step, self.rule)
+        else:
+            kernel = functools.partial(B.COMPILED.get(self._kernel_key(arena, flags, grad_scale, found_inf)), self.rule)
         for start, end, members in spans:
-            p = arena.flat_param[start:end]
-            g = arena.flat_grad[start:end]
-            states = [arena.flat_states[name][start:end] for name in self.rule.states]
             step = self._next_step(arena, members, found_inf)
+            states = [s[start:end] for s in ar.flat_state_list]
             span = span_inputs(self.rule, self.state, arena.params, members, step, found_inf, hypers)
-            if backend == "foreach":
-                values = {name: float(group[name]) for name in self.rule.hypers}
-                extra = {"step": int(arena.counts[members[0]]) + 1} if self.rule.uses_step else {}
-                self.rule.update_foreach_([p], [g], *[[s] for s in states], **values, **flags, **extra, **span)
-            elif backend == "triton":
-                B.triton_kernel(self.rule)(p, g, states, {**hypers, **span}, flags, grad_scale, found_inf, seed)
+            args = (arena.flat_param[start:end], arena.flat_grad[start:end], states, {**hypers, **span}, flags)
+            if backend == "triton":
+                kernel(*args, grad_scale, found_inf, seed)
             else:
-                kernel = B.fused_step if backend == "eager" else B.COMPILED.get(self._kernel_key(arena, flags, grad_scale, found_inf))
-                kernel(self.rule, p, g, states, {**hypers, **span}, flags, step, grad_scale, found_inf, seed)
+                kernel(*args, step, grad_scale, found_inf, seed)
             self._after_step(arena, members, step)
 
     def _kernel_key(self, arena: Arena, flags, grad_scale, found_inf) -> tuple:
@@ -229,7 +274,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
             grad_scale is None
             and found_inf is None
             and self.rule.update_foreach_ is not None
-            and all(s.dtype == ar.arena.dtype for s in ar.arena.flat_states.values())
+            and ar.state_in_param_dtype
         )
         backend = ar.backend
         if backend == "auto-compile":
@@ -278,7 +323,10 @@ class ArenaOptimizer(torch.optim.Optimizer):
         return step
 
     def _after_step(self, arena: Arena, members: list[int], step) -> None:
+        if step is None and arena.all_stepped and len(members) == len(arena.params):
+            return  # the normal case: nothing per parameter to record
         names = self.rule.states
+        arena.all_stepped = arena.all_stepped or len(members) == len(arena.params)
         for i in members:
             p = arena.params[i]
             if arena.counts[i] == 0:
@@ -369,6 +417,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
                         else:
                             self.state.pop(p, None)
                             arena.counts[i] = 0
+                    arena.all_stepped = all(arena.counts)
                 for p in rt.loose:
                     state = self.state.get(p)
                     if state:

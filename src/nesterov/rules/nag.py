@@ -27,15 +27,19 @@ def update(p, g, buf, *, step=None, lr, momentum, dampening, weight_decay, maxim
 
 
 def update_foreach_(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
-    """In-place restatement of :func:`update` on lists of tensors (Python-float hyperparameters)."""
-    if maximize:
-        grads = torch._foreach_neg(grads)
-    if weight_decay != 0:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    torch._foreach_mul_(bufs, momentum)
-    torch._foreach_add_(bufs, grads, alpha=1 - dampening)
-    torch._foreach_add_(params, grads, alpha=-lr)
-    torch._foreach_add_(params, bufs, alpha=-lr * momentum)
+    """In place, the same math as :func:`update` on lists of tensors (Python-float hyperparameters).
+
+    Written for the fewest kernels, since this is the path for small arenas where each launch costs
+    more than the arithmetic: ``b ← g + μ·b`` is one ``add(out=b)``, and the look-ahead two ``add_``.
+    """
+    for p, g, b in zip(params, grads, bufs):
+        if maximize:
+            g = -g
+        if weight_decay != 0:
+            g = g.add(p, alpha=weight_decay)
+        torch.add(g if dampening == 0 else g * (1 - dampening), b, alpha=momentum, out=b)
+        p.add_(g, alpha=-lr)
+        p.add_(b, alpha=-lr * momentum)
 
 
 NAG_RULE = Rule(

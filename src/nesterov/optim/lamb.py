@@ -1,0 +1,34 @@
+"""``LAMB``: layer-wise adaptive moments (You et al. 2019), on the fused engine."""
+
+from __future__ import annotations
+
+from nesterov.optim.base import ArenaOptimizer, check_number
+from nesterov.optim.nadamw import check_betas, check_flags
+from nesterov.rules.lamb import LAMB_RULE
+
+
+class LAMB(ArenaOptimizer):
+    r"""LAMB: Adam's bias-corrected direction plus weight decay, scaled per tensor by ‖w‖ / ‖r‖.
+    Formulas in :mod:`nesterov.rules.lamb`; state ``step``, ``exp_avg``, ``exp_avg_sq`` as torch Adam.
+
+    Args:
+        lr: η ≥ 0.  betas: (β1, β2), each in [0, 1).  eps: ε > 0.  weight_decay: λ ≥ 0.
+        exclude_1d: 1-D tensors (biases, norms) get neither the trust ratio nor weight decay (default).
+        maximize: ascend.  backend, state_dtype: see :class:`~nesterov.optim.base.ArenaOptimizer`.
+    """
+
+    rule = LAMB_RULE
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0, exclude_1d: bool = True, maximize: bool = False, *,
+                 backend: str = "auto", state_dtype=None):
+        defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas, eps=eps,
+                        weight_decay=weight_decay, exclude_1d=exclude_1d, maximize=maximize)
+        super().__init__(params, defaults, backend=backend, state_dtype=state_dtype)
+
+    def check_hypers(self, group: dict, where: str) -> None:
+        check_number(f"lr{where}", group["lr"], low=0.0)
+        check_betas(group, where, 2)
+        check_number(f"eps{where}", group["eps"], low=0.0, low_open=True)
+        check_number(f"weight_decay{where}", group["weight_decay"], low=0.0)
+        check_flags(group, where, ("exclude_1d", "maximize"))

@@ -1,0 +1,46 @@
+"""LARS with Nesterov momentum (You, Gitman, Ginsburg 2017, arXiv 1708.03888): a trust ratio per tensor.
+
+For each parameter tensor w (one segment of the flat span), with λ = weight_decay, κ = trust_coefficient:
+
+    g  ← −g if maximize
+    ρ  = κ·‖w‖ / (‖g‖ + λ·‖w‖ + ε)      (1 where ‖w‖ = 0 or ‖g‖ = 0)
+    d  = ρ·(g + λ·w)
+    b  ← μ·b + d
+    w  ← w − η·(d + μ·b)              (Nesterov; w ← w − η·b without it)
+
+With ``exclude_1d`` (default) 1-D tensors (biases, norm scales) get ρ = 1 and λ = 0: plain Nesterov SGD,
+as in the authors' reference code (``exclude_from_weight_decay`` / ``exclude_from_layer_adaptation``).
+The per-tensor norms are segment sums over the flat span (:mod:`nesterov.engine.segments`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nesterov.engine.segments import SpanRule, expand, segment_norm
+
+
+def update(p, g, momentum_buffer, *, step=None, segment_ids, matrix, lr, momentum, weight_decay,
+           trust_coefficient, eps, maximize=False, nesterov=True, exclude_1d=True):
+    if maximize:
+        g = -g
+    count = matrix.shape[0]
+    adapt = matrix if exclude_1d else torch.ones_like(matrix)
+    decay = torch.where(adapt, weight_decay, 0.0)
+    w_norm, g_norm = segment_norm(p, segment_ids, count), segment_norm(g, segment_ids, count)
+    trust = trust_coefficient * w_norm / (g_norm + decay * w_norm + eps)
+    trust = torch.where(adapt & (w_norm > 0) & (g_norm > 0), trust, 1.0)
+    d = expand(trust, segment_ids) * (g + expand(decay, segment_ids) * p)
+    momentum_buffer = momentum * momentum_buffer + d
+    p = p - lr * (d + momentum * momentum_buffer) if nesterov else p - lr * momentum_buffer
+    return p, momentum_buffer
+
+
+LARS_RULE = SpanRule(
+    name="lars",
+    states=("momentum_buffer",),
+    hypers=("lr", "momentum", "weight_decay", "trust_coefficient", "eps"),
+    flags=("maximize", "nesterov", "exclude_1d"),
+    update=update,
+    per_tensor=True,
+)
