@@ -48,20 +48,22 @@ def expand(per_tensor: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
     return per_tensor[segment_ids]
 
 
-# (params of a span) -> (segment_ids, matrix); keyed weakly by the span's first parameter.
-_SEGMENTS: "weakref.WeakKeyDictionary[torch.Tensor, tuple]" = weakref.WeakKeyDictionary()
+# id(first param of a span) -> (member ids, segment_ids, matrix); dropped when that parameter dies.
+_SEGMENTS: dict[int, tuple] = {}
 
 
 def _segments(params: list[torch.Tensor], device, cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
     key = tuple(id(p) for p in params)
-    hit = _SEGMENTS.get(params[0]) if cache else None
+    hit = _SEGMENTS.get(key[0]) if cache else None
     if hit is not None and hit[0] == key:
         return hit[1], hit[2]
     lengths = torch.tensor([p.numel() for p in params], device=device)
     ids = torch.repeat_interleave(torch.arange(len(params), dtype=torch.int32, device=device), lengths)
     matrix = torch.tensor([p.dim() > 1 for p in params], device=device)
     if cache:
-        _SEGMENTS[params[0]] = (key, ids, matrix)
+        if key[0] not in _SEGMENTS:
+            weakref.finalize(params[0], _SEGMENTS.pop, key[0], None)
+        _SEGMENTS[key[0]] = (key, ids, matrix)
     return ids, matrix
 
 
