@@ -107,11 +107,13 @@ def train_main(argv: list[str] | None = None) -> int:
             if not (out / "config.toml").is_file():
                 raise ConfigError(f"--resume {out}: no config.toml there (not a run directory?)")
             _, given = _config_from(args, single=True)
-            bad = sorted(set(given) - _RESUME_OK) + (["config"] if args.config else []) + (["out"] if args.out else [])
+            cfg = Config.from_dict(load_toml(out / "config.toml"), where=str(out / "config.toml"))
+            # repeating the run's own flags is fine; changing what it computes is not
+            bad = sorted(k for k, v in given.items() if k not in _RESUME_OK and getattr(cfg, k) != v)
+            bad += (["config"] if args.config else []) + (["out"] if args.out else [])
             if bad:
                 raise ConfigError(f"--resume continues the run exactly as in {out / 'config.toml'}; drop "
                                   + ", ".join("--" + b.replace("_", "-") for b in bad))
-            cfg = Config.from_dict(load_toml(out / "config.toml"), where=str(out / "config.toml"))
             cfg = cfg.updated(**{k: given[k] for k in given})
             summary = out / "summary.json"
             if summary.is_file() and (out / "last.pt").is_file():

@@ -57,19 +57,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean cross-entropy, accuracy) over ``(x, y)``, as 0-d tensors on the device (no host sync)."""
+def evaluate(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` over ``(x, y)``; one host sync at the end."""
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device)
+    loss = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, len(y), EVAL_CHUNK):
         logits = model(x[i:i + EVAL_CHUNK]).float()
         yb = y[i:i + EVAL_CHUNK]
         loss += F.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()
     model.train(was_training)
-    return loss / len(y), correct / len(y)
+    return loss.item() / len(y), correct.item() / len(y)
 
 
 def _read_rows(path: Path, upto_step: int) -> list[dict]:
@@ -92,7 +92,7 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def _fmt(v) -> str:
-    return str(v) if isinstance(v, int) else f"{v:.6g}"
+    return repr(v)  # exact: metrics.csv and summary.json agree to the last bit
 
 
 def run(cfg: Config, out: str | os.PathLike | None = None, *, resume: bool = False, progress: bool = True,
@@ -199,13 +199,12 @@ def run(cfg: Config, out: str | os.PathLike | None = None, *, resume: bool = Fal
             loss_sum.zero_()
             correct_sum.zero_()
             batches = seen = 0
-            test_loss_t, test_acc_t = evaluate(model, data.x_test, data.y_test)
-            test_loss, test_acc = test_loss_t.item(), test_acc_t.item()
+            test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
             if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
                 raise TrainingDiverged(
                     f"non-finite loss (train {train_loss}, test {test_loss}) between steps "
                     f"{state['step']} and {step}: training stopped. Try a smaller --lr (now {cfg.lr:g}).")
-            seconds = time.perf_counter() - t0
+            seconds = round(time.perf_counter() - t0, 4)
             last_test_acc = test_acc
             row = {"step": step, "epoch": round(step / spe, 4), "seconds": seconds, "lr": opt.param_groups[0]["lr"],
                    "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
