@@ -267,6 +267,19 @@ def test_aux_params_go_to_the_aux_rule():
         ref[1].step()
     for (name, a), b in zip(ours_model.named_parameters(), ref_model.parameters()):
         assert rel_diff(a.detach(), b.detach()) <= 1e-10, name
+    # one state for the whole optimizer, as torch.optim's: the aux rule's entries are in it too
+    assert opt.aux.state is opt.state
+    assert set(opt.state[o_rest[0]]) == set(ref[1].state[r_rest[0]])
+    assert "momentum_buffer" in opt.state[o_muon[0]]
+
+
+def test_state_dtype_reaches_the_named_aux_rule():
+    model = Tiny()
+    opt = Muon(model.parameters(), aux="nag", state_dtype=torch.bfloat16)
+    tiny_loss(model, 0).backward()
+    opt.step()
+    assert {s["momentum_buffer"].dtype for s in opt.state.values()} == {torch.bfloat16}
+    assert len(opt.state) == len(list(model.parameters()))
 
 
 def test_default_aux_takes_a_whole_model():

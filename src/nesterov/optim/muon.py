@@ -18,7 +18,7 @@ How a step runs (the math is :mod:`nesterov.rules.muon`, stated once):
 
 from __future__ import annotations
 
-import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -38,29 +38,33 @@ MUON_KEYS = ("lr", "momentum", "nesterov", "ns_steps", "ns_coefficients", "eps",
              "adjust_lr_fn")
 
 
-def _nadamw(param_groups: list[dict]) -> torch.optim.Optimizer:
+def _nadamw(param_groups: list[dict], state_dtype=None) -> torch.optim.Optimizer:
     try:
         from nesterov.optim.nadamw import NAdamW
     except ImportError:  # NAdamW not in this checkout yet: torch's NAdam is the same update, unfused
         return torch.optim.NAdam(param_groups, decoupled_weight_decay=True)
-    return NAdamW(param_groups)
+    return NAdamW(param_groups, state_dtype=state_dtype)
 
 
-def _nag(param_groups: list[dict]) -> torch.optim.Optimizer:
+def _nag(param_groups: list[dict], state_dtype=None) -> torch.optim.Optimizer:
     from nesterov.optim.nag import NAG
 
-    return NAG(param_groups)
+    return NAG(param_groups, state_dtype=state_dtype)
 
 
-def aux_factory(aux) -> Callable[[list[dict]], torch.optim.Optimizer] | None:
-    """The factory behind Muon's ``aux`` argument (``None`` when the auxiliary rule is disabled)."""
+def aux_factory(aux, state_dtype=None) -> Callable[[list[dict]], torch.optim.Optimizer] | None:
+    """The factory behind Muon's ``aux`` argument (``None`` when the auxiliary rule is disabled).
+
+    The named rules get Muon's ``state_dtype`` too, so ``state_dtype=torch.bfloat16`` shrinks every
+    buffer of the optimizer; a callable is used as given.
+    """
     if aux is None or aux is False:
         return None
     if isinstance(aux, str):
         if aux == "nadamw":
-            return _nadamw
+            return partial(_nadamw, state_dtype=state_dtype)
         if aux == "nag":
-            return _nag
+            return partial(_nag, state_dtype=state_dtype)
         raise ValueError(f"aux must be one of {AUX_NAMES}, a callable or None; got {aux!r}")
     if callable(aux):
         return aux
@@ -118,7 +122,7 @@ class Muon(torch.optim.Optimizer):
             raise ValueError(f"ns_dtype must be one of {_names(NS_DTYPES)}; got {ns_dtype!r}")
         if state_dtype not in STATE_DTYPES:
             raise ValueError(f"state_dtype must be one of {_names(STATE_DTYPES)}; got {state_dtype!r}")
-        self._aux_factory = aux_factory(aux)
+        self._aux_factory = aux_factory(aux, state_dtype)
         self.aux: torch.optim.Optimizer | None = None
         self.ns_dtype = ns_dtype
         self.state_dtype = state_dtype
@@ -209,7 +213,11 @@ class Muon(torch.optim.Optimizer):
             if not use_muon:
                 aux_group.update({k: v for k, v in param_group.items() if k not in ("params", "use_muon")})
             if self.aux is None:
-                self.aux = self._aux_factory([aux_group])
+                aux_opt = self._aux_factory([aux_group])
+                if not isinstance(aux_opt, torch.optim.Optimizer):
+                    raise TypeError(f"aux must build a torch.optim.Optimizer, got {type(aux_opt).__name__}")
+                self.aux = aux_opt
+                self._share_state()
             else:
                 self.aux.add_param_group(aux_group)
             shared = self.aux.param_groups[-1]
@@ -220,6 +228,13 @@ class Muon(torch.optim.Optimizer):
         if others:
             self.param_groups.append(shared)
             self._runtimes.append(None)
+
+    def _share_state(self) -> None:
+        """One ``state`` dict for both optimizers (their parameters are disjoint), so that
+        ``optimizer.state[p]`` answers for every parameter of ``param_groups``, as torch.optim's does."""
+        for p, entry in self.aux.state.items():
+            self.state[p] = entry
+        self.aux.state = self.state
 
     def _build_runtime(self, params: list[torch.Tensor]) -> _MuonRuntime:
         by_key: dict[tuple, list[torch.Tensor]] = {}
@@ -341,12 +356,19 @@ class Muon(torch.optim.Optimizer):
             packed = {k: v for k, v in group.items() if k != "params"}
             packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
             groups.append(packed)
-        state = {}
-        for p, entry in self.state.items():
-            state[index[id(p)]] = dict(entry)
+        muon_ids = {id(p) for _, group, _ in self._muon_groups() for p in group["params"]}
+        state = {index[id(p)]: dict(entry) for p, entry in self.state.items() if id(p) in muon_ids}
         if self.aux is not None:
-            aux_sd = self.aux.state_dict()
             aux_params = [p for g in self.aux.param_groups for p in g["params"]]
+            aux_ids = {id(p) for p in aux_params}
+            shared = self.state
+            # the auxiliary optimizer packs its own state (its state_dict may be specialised), seeing
+            # only its own parameters while it does
+            self.aux.state = defaultdict(dict, {p: v for p, v in shared.items() if id(p) in aux_ids})
+            try:
+                aux_sd = self.aux.state_dict()
+            finally:
+                self.aux.state = shared
             aux_index = dict(zip((k for g in aux_sd["param_groups"] for k in g["params"]), aux_params))
             for k, entry in aux_sd["state"].items():
                 state[index[id(aux_index[k])]] = entry
@@ -397,6 +419,10 @@ class Muon(torch.optim.Optimizer):
                 "state": {k: v for k, v in state_dict["state"].items() if k in aux_set},
                 "param_groups": [{k: v for k, v in g.items() if k != "use_muon"} for g in aux_groups],
             })
+            aux_ids = {id(p) for g in self.aux.param_groups for p in g["params"]}
+            for p in [p for p in self.state if id(p) in aux_ids]:
+                del self.state[p]
+            self._share_state()
             slots = [i for i, rt in enumerate(self._runtimes) if rt is None]
             for slot, group in zip(slots, self.aux.param_groups):
                 group["use_muon"] = False
