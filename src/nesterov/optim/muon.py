@@ -39,10 +39,8 @@ MUON_KEYS = ("lr", "momentum", "nesterov", "ns_steps", "ns_coefficients", "eps",
 
 
 def _nadamw(param_groups: list[dict], state_dtype=None) -> torch.optim.Optimizer:
-    try:
-        from nesterov.optim.nadamw import NAdamW
-    except ImportError:  # NAdamW not in this checkout yet: torch's NAdam is the same update, unfused
-        return torch.optim.NAdam(param_groups, decoupled_weight_decay=True)
+    from nesterov.optim.nadamw import NAdamW
+
     return NAdamW(param_groups, state_dtype=state_dtype)
 
 
