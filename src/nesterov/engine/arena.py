@@ -79,6 +79,7 @@ class Arena:
                     self._bind_grad(p, i)
         self._param_ptrs = [v.data_ptr() for v in self.param_views]
         self._whole = [(0, total, list(range(len(self.params))))]
+        self._checked_grads: list = [None] * len(self.params)
         self._hooks = [self._register_hook(i) for i in range(len(self.params))]
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
@@ -168,11 +169,20 @@ class Arena:
         return spans
 
     def _all_in_place(self) -> bool:
-        """Whether every param and every grad is still its arena view (pointer checks only)."""
+        """Whether every param and every grad is still its arena view (pointer checks only).
+
+        A grad object already checked is remembered (a view of the arena, so holding it costs no
+        memory), which makes the per-step check an identity test for unchanged grads.
+        """
+        checked = self._checked_grads
         try:
-            for p, p_ptr, g_ptr in zip(self.params, self._param_ptrs, self._grad_ptrs()):
+            for i, (p, p_ptr) in enumerate(zip(self.params, self._param_ptrs)):
                 grad = p.grad
-                if grad is None or grad.data_ptr() != g_ptr or p.data_ptr() != p_ptr:
+                if grad is not checked[i]:
+                    if grad is None or grad.data_ptr() != self._grad_ptrs()[i] or grad.stride() != p.stride():
+                        return False
+                    checked[i] = grad
+                if p.data_ptr() != p_ptr:
                     return False
         except RuntimeError:  # a sparse grad has no data pointer: the slow path explains it
             return False

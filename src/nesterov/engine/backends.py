@@ -90,7 +90,8 @@ class _Compiled:
 
         def work():
             try:
-                kernel(*example)
+                with torch.no_grad():  # as on the stepping thread: grad mode is part of the guards
+                    kernel(*example)
             except BaseException as err:  # noqa: BLE001 - reported to the stepping thread
                 self.errors[key] = err
             finally:

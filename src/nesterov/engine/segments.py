@@ -87,7 +87,7 @@ def span_inputs(rule: Rule, state, params: list[torch.Tensor], members: list[int
                 init = init or rule.init_scalars(device)
                 value = init[name]
             old.append(value)
-        new, derived = rule.advance(step, *old, **hypers)
+        new, derived = rule.advance(step, *old, **{name: hypers[name] for name in rule.hypers})
         if found_inf is not None and new:
             skip = found_inf.reshape(()) != 0
             new = {name: torch.where(skip, o, new[name]) for name, o in zip(rule.scalars, old)}

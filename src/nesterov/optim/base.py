@@ -51,6 +51,7 @@ class _ArenaRuntime:
 
     def __post_init__(self):
         self.flat_state_list = list(self.arena.flat_states.values())  # in rule.states order
+        self.whole_lists = [[t] for t in (self.arena.flat_param, self.arena.flat_grad, *self.flat_state_list)]
 
     def hypers(self, group: dict) -> dict[str, torch.Tensor]:
         for name, tensor in self.hyper_tensors.items():
@@ -186,8 +187,10 @@ class ArenaOptimizer(torch.optim.Optimizer):
 
     step.hooked = True  # tells torch.optim.Optimizer not to wrap it again
 
-    @torch.no_grad()
     def _step(self, closure=None):
+        # No torch.no_grad() here: arena buffers never require grad, and the small-model path cannot
+        # afford the context switch. Kernels that need it (compiled: grad mode is part of dynamo's
+        # guards; per-tensor updates of leaf params) enter it themselves.
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -200,49 +203,60 @@ class ArenaOptimizer(torch.optim.Optimizer):
             for p in rt.loose:
                 if p.grad is not None and p.grad.is_sparse:
                     raise ValueError("sparse gradients are not supported")
-        grad_scale = getattr(self, "grad_scale", None)
-        found_inf = getattr(self, "found_inf", None)
+        grad_scale = self.__dict__.get("grad_scale")  # set by GradScaler.step around our step
+        found_inf = self.__dict__.get("found_inf")
         self._seed_counter += 1
-        for g_index, (group, rt) in enumerate(zip(self.param_groups, self._runtimes)):
-            flags = {name: bool(group[name]) for name in self.rule.flags}
-            for a_index, (ar, arena_spans) in enumerate(zip(rt.arenas, spans[g_index])):
+        for g_index, (rt, group_spans) in enumerate(zip(self._runtimes, spans)):
+            for a_index, (ar, arena_spans) in enumerate(zip(rt.arenas, group_spans)):
                 if arena_spans:
-                    seed = mix_seed(self._seed_counter, g_index * 4099 + a_index)
-                    self._step_arena(ar, arena_spans, group, flags, grad_scale, found_inf, seed)
+                    self._step_arena(ar, arena_spans, g_index, a_index, grad_scale, found_inf)
             for p in rt.loose:
                 if p.grad is not None:
-                    self._step_loose(p, group, flags, grad_scale, found_inf)
+                    self._step_loose(p, g_index, grad_scale, found_inf)
         return loss
 
     _observed_step = torch.optim.Optimizer.profile_hook_step(_step)
 
     def _check_groups(self) -> None:
-        """Validate every group's hyperparameters, re-checking only groups whose values changed."""
+        """Validate every group's hyperparameters, re-checking only groups whose values changed.
+
+        Also keeps ``self._group_kwargs[i]``: group i's hyperparameters and flags as the keyword
+        arguments of the rule (Python values), rebuilt only when a value changed.
+        """
         keys = tuple(self.defaults)
         checked = self.__dict__.setdefault("_checked_values", {})
+        kwargs = self.__dict__.setdefault("_group_kwargs", {})
         for i, group in enumerate(self.param_groups):
             values = tuple(group.get(k) for k in keys)
             if checked.get(i) != values:
                 self.check_hypers(group, f" (param group {i})")
                 checked[i] = values
+                flags = {name: bool(group[name]) for name in self.rule.flags}
+                kwargs[i] = {**{name: group[name] for name in self.rule.hypers}, **flags}
+                self.__dict__.setdefault("_group_flags", {})[i] = flags
 
-    def _step_arena(self, ar: _ArenaRuntime, spans, group, flags, grad_scale, found_inf, seed) -> None:
+    def _step_arena(self, ar: _ArenaRuntime, spans, g_index, a_index, grad_scale, found_inf) -> None:
         arena = ar.arena
+        flags = self._group_flags[g_index]
         backend = self._backend_now(ar, flags, grad_scale, found_inf)
         if backend == "foreach":  # the small-model path: keep Python work to the minimum
-            values = {name: group[name] for name in self.rule.hypers}
+            kwargs = self._group_kwargs[g_index]
             for start, end, members in spans:
                 if end - start == arena.numel:
-                    p, g, states = arena.flat_param, arena.flat_grad, ar.flat_state_list
+                    lists = ar.whole_lists
                 else:
-                    p, g = arena.flat_param[start:end], arena.flat_grad[start:end]
-                    states = [s[start:end] for s in ar.flat_state_list]
+                    lists = [[t[start:end]] for t in (arena.flat_param, arena.flat_grad, *ar.flat_state_list)]
                 step = self._next_step(arena, members, found_inf)
-                extra = {"step": arena.counts[members[0]] + 1} if self.rule.uses_step else {}
-                self.rule.update_foreach_([p], [g], *[[s] for s in states], **values, **flags, **extra)
+                if self.rule.uses_step:
+                    kwargs = {**kwargs, "step": arena.counts[members[0]] + 1}
+                span = span_inputs(self.rule, self.state, arena.params, members, step, None, kwargs)  # segments.py
+                if span:
+                    kwargs = {**kwargs, **span}
+                self.rule.update_foreach_(*lists, **kwargs)
                 self._after_step(arena, members, step)
             return
-        hypers = ar.hypers(group)
+        hypers = ar.hypers(self.param_groups[g_index])
+        seed = mix_seed(self._seed_counter, g_index * 4099 + a_index)
         if backend == "triton":
             kernel = B.triton_kernel(self.rule)
         elif backend == "eager":
@@ -337,8 +351,9 @@ class ArenaOptimizer(torch.optim.Optimizer):
                 self.state[p]["step"] = step
             arena.counts[i] += 1
 
-    def _step_loose(self, p: torch.Tensor, group, flags, grad_scale, found_inf) -> None:
+    def _step_loose(self, p: torch.Tensor, g_index: int, grad_scale, found_inf) -> None:
         """A parameter outside every arena (DTensor, overlapping view): the eager rule, per tensor."""
+        group, flags = self.param_groups[g_index], self._group_flags[g_index]
         state = self.state[p]
         dtype = self.state_dtype or p.dtype
         for name in self.rule.states:
@@ -355,7 +370,8 @@ class ArenaOptimizer(torch.optim.Optimizer):
         hypers.update(span_inputs(self.rule, self.state, [p], [0], step, found_inf, hypers))
         seed = mix_seed(self._seed_counter, id(p) & 0xFFFF)
         states = [state[name] for name in self.rule.states]
-        B.fused_step(self.rule, p, p.grad, states, hypers, flags, step, grad_scale, found_inf, seed)
+        with torch.no_grad():
+            B.fused_step(self.rule, p, p.grad, states, hypers, flags, step, grad_scale, found_inf, seed)
 
     # -- state_dict ----------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict) -> None:

@@ -104,8 +104,16 @@ def run(cfg: Config, out: str | os.PathLike | None = None, *, resume: bool = Fal
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     cfg.check()
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, out, resume, progress, data, log)
+    finally:
+        torch.set_num_threads(threads)  # a library call leaves the process as it found it
+
+
+def _run(cfg: Config, out, resume: bool, progress: bool, data: Dataset | None, log) -> Result:
     device = resolve_device(cfg.device)
     if data is None:
         data = load_dataset(cfg.dataset, device)
