@@ -362,6 +362,8 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
         dd = pdot(D, D)
         excess = fp - fy - pdot(gy, D) - dd / (2 * s)
         ok = excess <= 8 * eps * (fy.abs() + fp.abs())
+        if bool((ok | ~active).all()):
+            return ok
         amb = active & ~ok & torch.isfinite(fp) & \
             ((fp - fy).abs() <= amb_tol * torch.maximum(fy.abs(), fp.abs()))
         if bool(amb.any()):
