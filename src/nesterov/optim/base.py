@@ -374,6 +374,14 @@ class ArenaOptimizer(torch.optim.Optimizer):
             B.fused_step(self.rule, p, p.grad, states, hypers, flags, step, grad_scale, found_inf, seed)
 
     # -- state_dict ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """torch's layout, with the 0-d states (``step``, ``mu_product``) that the members of a run share
+        here given one tensor each: torch's optimizers advance them in place, once per parameter."""
+        sd = super().state_dict()
+        sd["state"] = {index: {k: v.clone() if isinstance(v, torch.Tensor) and v.dim() == 0 else v
+                               for k, v in entry.items()} for index, entry in sd["state"].items()}
+        return sd
+
     def load_state_dict(self, state_dict: dict) -> None:
         """Load a state_dict in torch.optim's layout (ours, or the matching torch optimizer's)."""
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
