@@ -494,5 +494,18 @@ def test_load_state_dict_rejects_mismatches_and_changes_nothing():
     assert all(torch.equal(before[k], after[k]["momentum_buffer"]) for k in before)
 
 
+def test_default_ns_dtype_follows_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(R, "cpu_has_native_bf16", lambda: False)
+    assert R.default_ns_dtype(cpu, torch.float32) == torch.float32
+    assert R.default_ns_dtype(cpu, torch.bfloat16) == torch.float32
+    monkeypatch.setattr(R, "cpu_has_native_bf16", lambda: True)
+    assert R.default_ns_dtype(cpu, torch.float32) == torch.bfloat16
+    assert R.default_ns_dtype(cpu, torch.float64) == torch.float64
+    params = make_params([(4, 6)], torch.float32)
+    assert Muon(params, aux=None)._ns_dtype(params[0]) == torch.bfloat16
+    assert Muon(make_params([(4, 6)], torch.float32), aux=None, ns_dtype=torch.float32)._ns_dtype(params[0]) == torch.float32
+
+
 def test_public_name():
     assert nesterov.Muon is Muon

@@ -105,9 +105,10 @@ class Muon(torch.optim.Optimizer):
         aux: the auxiliary rule for non-matrix parameters: ``"nadamw"`` (default, ``nesterov.NAdamW``
             with its defaults), ``"nag"``, a callable ``param_groups -> torch.optim.Optimizer`` (e.g.
             ``functools.partial(torch.optim.AdamW, lr=3e-4)``), or ``None`` to refuse non-matrices.
-        ns_dtype: dtype of the Newton–Schulz products; ``None`` picks per device: bf16 on CUDA GPUs with
-            native bf16, float32 elsewhere (float64 for float64 parameters). CPUs emulate bf16 products,
-            ~40 × slower than float32.
+        ns_dtype: dtype of the Newton–Schulz products; ``None`` picks per device
+            (:func:`nesterov.rules.muon.default_ns_dtype`): bf16 where the hardware multiplies bf16
+            natively (CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX), float32 elsewhere (CPUs
+            without bf16 units emulate it, many times slower), float64 for float64 parameters.
         state_dtype: dtype of the momentum buffers (``None``: the parameter's); ``torch.bfloat16`` halves
             their memory, written with stochastic rounding.
     """

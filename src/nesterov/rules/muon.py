@@ -115,12 +115,26 @@ def update(p, g, buf, *, lr, momentum: float = 0.95, nesterov: bool = True, weig
     return p_new, buf
 
 
-def default_ns_dtype(device: torch.device, param_dtype: torch.dtype) -> torch.dtype:
-    """bf16 on CUDA GPUs with native bf16; elsewhere float32 (float64 for float64 parameters).
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # older torch, or a CPU backend without these queries
+        return False
 
-    CPUs without bf16 matrix units emulate bf16 products (~40 × slower than float32 here), and the
-    Newton–Schulz iteration is fine in float32, so the cheaper exact-enough dtype wins.
+
+def default_ns_dtype(device: torch.device, param_dtype: torch.dtype) -> torch.dtype:
+    """The Newton–Schulz dtype when the user names none: bf16 where the hardware multiplies bf16
+    natively (CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX), float32 elsewhere; float64 for
+    float64 parameters (whoever trains in float64 asked for the precision).
+
+    CPUs without bf16 units emulate bf16 products (tens of times slower than float32); on CPUs with
+    them bf16 is the faster one (2–2.5 × float32 for 512×2048 Newton–Schulz on an AVX512-BF16 EPYC).
     """
-    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if param_dtype == torch.float64:
+        return torch.float64
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
-    return torch.float64 if param_dtype == torch.float64 else torch.float32
+    return torch.float32
