@@ -146,6 +146,7 @@ class Contender:
     times: list[float] = field(default_factory=list)
     cold_s: float | None = None
     note: str = ""
+    coefficients: list[torch.Tensor] | None = None  # --iteration: loss = Σ (c_i · p_i).sum()
 
 
 def _make_params(shapes, device, dtype, seed=0) -> list[torch.nn.Parameter]:
@@ -159,8 +160,18 @@ def _make_params(shapes, device, dtype, seed=0) -> list[torch.nn.Parameter]:
 
 
 def _timed_step(c: Contender, device) -> float:
+    """One step, or with ``--iteration`` a whole iteration: zero_grad, backward, step.
+
+    The iteration's model is ``Σ (c_i · p_i).sum()``: its backward produces one fresh gradient per
+    parameter, as any model's does, for the least compute, so what differs between contenders is how
+    the gradients land and the step itself.
+    """
     _sync(device)
     t0 = time.perf_counter()
+    if c.coefficients is not None:
+        c.optimizer.zero_grad(set_to_none=True)
+        loss = sum((ci * p).sum() for ci, p in zip(c.coefficients, c.params))
+        loss.backward()
     c.optimizer.step()
     _sync(device)
     return time.perf_counter() - t0
@@ -195,6 +206,10 @@ def run_step_bench(args) -> dict:
         params = _make_params(shapes, device, dtype)
         contenders.append(Contender(name, params, spec.ours(params, backend=backend, state_dtype=state_dtype)))
 
+    if args.iteration:
+        for c in contenders:
+            gen = torch.Generator().manual_seed(1)
+            c.coefficients = [torch.randn(p.shape, generator=gen).to(device, dtype) * 1e-3 for p in c.params]
     # Cold start: the first step of each, compilation included.
     for c in contenders:
         c.cold_s = _timed_step(c, device)
@@ -229,6 +244,7 @@ def run_step_bench(args) -> dict:
         })
     return {
         "optimizer": args.optimizer,
+        "measured": "zero_grad + backward + step" if args.iteration else "step",
         "shapes": args.shapes,
         "tensors": len(shapes),
         "params": numel,
@@ -267,7 +283,7 @@ def _auto_note(c: Contender, wait_s: float) -> str:
 
 def format_table(result: dict) -> str:
     lines = [
-        f"{result['optimizer']} step · {result['shapes']} shapes: {result['params'] / 1e6:.2f}M params in "
+        f"{result['optimizer']} {result['measured']} · {result['shapes']} shapes: {result['params'] / 1e6:.2f}M params in "
         f"{result['tensors']} tensors · {result['dtype']} params, {result['state_dtype']} state · "
         f"{result['device']}, {result['threads']} threads · torch {result['torch']}",
         f"floor: {result['floor_bytes_per_param']} B/param ÷ in-place triad {result['triad_GBps']:.1f} GB/s = "
@@ -302,6 +318,8 @@ def step_parser() -> argparse.ArgumentParser:
     ap.add_argument("--auto-wait", type=float, default=120.0,
                     help="seconds to let auto's background compile finish before timing")
     ap.add_argument("--only", default=None, help="comma-separated contender names to run")
+    ap.add_argument("--iteration", action="store_true",
+                    help="time zero_grad(set_to_none=True) + backward + step (gradients landing included)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     return ap
 

@@ -77,21 +77,27 @@ class _Compiled:
                 code = fused_step.__code__.replace(co_name=name[:200])
                 fn = types.FunctionType(code, fused_step.__globals__, name[:200])
                 kernel = self.kernels[key] = torch.compile(fn, dynamic=True, fullgraph=True)
-                self.ready[key] = threading.Event()
             return kernel
 
     def warm_in_background(self, key: tuple, example: tuple) -> None:
-        """Compile ``key`` by calling it once on throw-away tensors shaped like ``example``."""
-        kernel = self.get(key)
+        """Compile ``key`` in a daemon thread by calling it once on throw-away tensors like ``example``.
+
+        Everything slow happens in the thread, importing torch.compile's machinery included. Inductor
+        compiles in-process there (``compile_threads=1``): a pool of compile workers would make the
+        interpreter wait for them at exit, which a short run must not pay.
+        """
         with self.lock:
-            if getattr(self.ready[key], "started", False):
+            if key in self.ready:
                 return
-            self.ready[key].started = True
+            self.ready[key] = threading.Event()
 
         def work():
             try:
-                with torch.no_grad():  # as on the stepping thread: grad mode is part of the guards
-                    kernel(*example)
+                import torch._inductor.config as inductor_config
+
+                with inductor_config.patch(compile_threads=1), torch.no_grad():
+                    # grad mode is part of dynamo's guards: the same as on the stepping thread
+                    self.get(key)(*example)
             except BaseException as err:  # noqa: BLE001 - reported to the stepping thread
                 self.errors[key] = err
             finally:
