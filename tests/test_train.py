@@ -195,7 +195,8 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert train_main(["--resume", str(tmp_path)]) == 2
     assert "no config.toml" in capsys.readouterr().err
     out = tmp_path / "run"
-    assert train_main(["--dataset", "digits", "--model", "mlp", "--steps", "5", "--out", str(out), "--no-progress"]) == 0
+    tiny = ["--dataset", "digits", "--model", "mlp", "--steps", "5", "--out", str(out), "--no-progress"]
+    assert train_main(tiny) == 0
     assert train_main(["--resume", str(out), "--lr", "0.3"]) == 2
     assert "drop --lr" in capsys.readouterr().err
     assert train_main(["--resume", str(out)]) == 0

@@ -196,8 +196,9 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data: Dataset | None, l
                 if step % 10 == 0:
                     el = time.perf_counter() - t0
                     test_str = "-" if math.isnan(last_test_acc) else f"{100 * last_test_acc:.1f}%"
-                    bar.set_postfix_str(f"loss {loss_sum.item() / batches:.4f}  train {100 * correct_sum.item() / seen:.1f}%"
-                                        f"  test {test_str}  {(step - step0) * bs / max(el - el0, 1e-9):,.0f} ex/s",
+                    rate = (step - step0) * bs / max(el - el0, 1e-9)
+                    bar.set_postfix_str(f"loss {loss_sum.item() / batches:.4f}  train "
+                                        f"{100 * correct_sum.item() / seen:.1f}%  test {test_str}  {rate:,.0f} ex/s",
                                         refresh=False)
             if step % cfg.eval_every and step != cfg.steps:
                 continue
@@ -273,5 +274,6 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data: Dataset | None, l
             from .plots import plot_curves
 
             plot_curves(history, out / "curves.png", target=cfg.target_accuracy,
+                        label_smoothing=cfg.label_smoothing,
                         title=f"{cfg.dataset} / {cfg.model} / {cfg.optimizer} (lr {cfg.lr:g}, seed {cfg.seed})")
     return Result(summary, history, exit_code)

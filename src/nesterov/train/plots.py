@@ -18,14 +18,16 @@ def _pyplot():
     return plt
 
 
-def plot_curves(rows: list[dict], path, title: str = "", target: float | None = None) -> None:
+def plot_curves(rows: list[dict], path, title: str = "", target: float | None = None,
+                label_smoothing: float = 0.0) -> None:
     """Loss and accuracy against steps (top) and against training seconds (bottom)."""
+    smooth = f", label smoothing {label_smoothing:g}" if label_smoothing else ""
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     for r, xkey, xlabel in ((0, "step", "step"), (1, "seconds", "training wall time (s)")):
         x = [row[xkey] for row in rows]
         ax = axes[r, 0]
-        ax.plot(x, [row["train_loss"] for row in rows], label="train loss (mean since last eval)")
+        ax.plot(x, [row["train_loss"] for row in rows], label=f"train loss (mean since last eval{smooth})")
         ax.plot(x, [row["test_loss"] for row in rows], label="test loss")
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
