@@ -105,6 +105,7 @@ def _nag_spec() -> BenchSpec:
 # Rules register here: name -> a function building its BenchSpec (imports stay lazy).
 OPTIMIZERS: dict[str, Callable[[], BenchSpec]] = {
     "nag": _nag_spec,
+    "muon": lambda: __import__("nesterov.bench_muon", fromlist=["muon_spec"]).muon_spec(),
 }
 
 
