@@ -351,7 +351,7 @@ def _train_digits(rule, state_dtype, epochs=10):
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_bf16_state_trains_as_well_as_fp32_state(rule):
     fp32, bf16 = _train_digits(rule, None), _train_digits(rule, torch.bfloat16)
-    assert fp32 > 0.93 and bf16 > 0.93, (fp32, bf16)
+    assert fp32 > 0.9 and bf16 > 0.9, (fp32, bf16)
     assert abs(fp32 - bf16) < 0.03, (fp32, bf16)  # 397 test images: 0.03 is ~12 of them
 
 
