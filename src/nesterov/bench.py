@@ -106,6 +106,10 @@ def _nag_spec() -> BenchSpec:
 OPTIMIZERS: dict[str, Callable[[], BenchSpec]] = {
     "nag": _nag_spec,
     "muon": lambda: __import__("nesterov.bench_muon", fromlist=["muon_spec"]).muon_spec(),
+    "nadamw": lambda: __import__("nesterov.bench_family", fromlist=["nadamw_spec"]).nadamw_spec(),
+    "adan": lambda: __import__("nesterov.bench_family", fromlist=["adan_spec"]).adan_spec(),
+    "lars": lambda: __import__("nesterov.bench_family", fromlist=["lars_spec"]).lars_spec(),
+    "lamb": lambda: __import__("nesterov.bench_family", fromlist=["lamb_spec"]).lamb_spec(),
 }
 
 
