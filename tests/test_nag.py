@@ -544,3 +544,25 @@ def test_public_names():
     assert nesterov.NAG is NAG
     assert isinstance(NAG(make_params([(2,)]), lr=0.1), torch.optim.Optimizer)
     assert math.isclose(NAG(make_params([(2,)]), lr=0.1).defaults["momentum"], 0.9)
+
+
+def test_step_inside_a_torch_compiled_training_step():
+    """A compiled training step runs our step eagerly (one graph break) and stays exact."""
+    model, ref = _tiny_model(), _tiny_model()
+    opt = NAG(model.parameters(), lr=0.1, backend="foreach")
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+
+    @torch.compile
+    def train_step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(3):
+        train_step()
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(x), y).backward()
+        ref_opt.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        assert rel_diff(a.detach(), b.detach()) <= 1e-5

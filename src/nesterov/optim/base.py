@@ -91,6 +91,9 @@ class ArenaOptimizer(torch.optim.Optimizer):
         self.state_dtype = state_dtype
         self._runtimes: list[_GroupRuntime] = []
         self._seed_counter = 0
+        self._checked_values: dict[int, tuple] = {}  # per group: the hyperparameters last validated
+        self._group_kwargs: dict[int, dict] = {}  # per group: the rule's keyword arguments
+        self._group_flags: dict[int, dict] = {}  # per group: the rule's flags
         super().__init__(params, defaults)
 
     # -- what a subclass provides ------------------------------------------------------------------
@@ -173,6 +176,10 @@ class ArenaOptimizer(torch.optim.Optimizer):
 
     def step(self, closure=None):
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
+        if torch.compiler.is_compiling():
+            # Inside a torch.compile'd training step: run the step eagerly (a graph break), since its
+            # bookkeeping (pointer checks, background compiles) is not traceable and needn't be.
+            return self._step_outside_compile(closure)
         # torch wraps every step in a profiler range and hook loops (~10 µs, a third of a small model's
         # step); we take that path only when a hook or a profiler is there to see it.
         if (
@@ -216,6 +223,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
         return loss
 
     _observed_step = torch.optim.Optimizer.profile_hook_step(_step)
+    _step_outside_compile = torch._disable_dynamo(_observed_step)
 
     def _check_groups(self) -> None:
         """Validate every group's hyperparameters, re-checking only groups whose values changed.
@@ -224,16 +232,14 @@ class ArenaOptimizer(torch.optim.Optimizer):
         arguments of the rule (Python values), rebuilt only when a value changed.
         """
         keys = tuple(self.defaults)
-        checked = self.__dict__.setdefault("_checked_values", {})
-        kwargs = self.__dict__.setdefault("_group_kwargs", {})
         for i, group in enumerate(self.param_groups):
             values = tuple(group.get(k) for k in keys)
-            if checked.get(i) != values:
+            if self._checked_values.get(i) != values:
                 self.check_hypers(group, f" (param group {i})")
-                checked[i] = values
+                self._checked_values[i] = values
                 flags = {name: bool(group[name]) for name in self.rule.flags}
-                kwargs[i] = {**{name: group[name] for name in self.rule.hypers}, **flags}
-                self.__dict__.setdefault("_group_flags", {})[i] = flags
+                self._group_kwargs[i] = {**{name: group[name] for name in self.rule.hypers}, **flags}
+                self._group_flags[i] = flags
 
     def _step_arena(self, ar: _ArenaRuntime, spans, g_index, a_index, grad_scale, found_inf) -> None:
         arena = ar.arena
