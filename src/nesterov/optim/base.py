@@ -274,10 +274,11 @@ class ArenaOptimizer(torch.optim.Optimizer):
             states = [s[start:end] for s in ar.flat_state_list]
             span = span_inputs(self.rule, self.state, arena.params, members, step, found_inf, hypers)
             args = (arena.flat_param[start:end], arena.flat_grad[start:end], states, {**hypers, **span}, flags)
-            if backend == "triton":
-                kernel(*args, grad_scale, found_inf, seed)
-            else:
-                kernel(*args, step, grad_scale, found_inf, seed)
+            with torch.no_grad():  # grad mode is part of dynamo's guards: always the same one
+                if backend == "triton":
+                    kernel(*args, grad_scale, found_inf, seed)
+                else:
+                    kernel(*args, step, grad_scale, found_inf, seed)
             self._after_step(arena, members, step)
 
     def _kernel_key(self, arena: Arena, flags, grad_scale, found_inf) -> tuple:
