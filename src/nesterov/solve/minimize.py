@@ -337,14 +337,14 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
         """y and t_{k+1} for trial steps s (shape (B,))."""
         if method == "gd":
             return X, t
-        if use_mu:
-            q = torch.sqrt(torch.clamp(mut * s, max=1.0))
-            beta = ((1 - q) / (1 + q)).reshape(bshape)
-            return X + beta * (X - Xprev), t
         theta = step / s
         t_new = 0.5 * (1 + torch.sqrt(1 + 4 * theta * t * t))
         a = (t / t_new).reshape(bshape)
-        b = ((t - 1) / t_new).reshape(bshape)
+        b = (t - 1) / t_new
+        if use_mu:   # problems with mu > 0: constant momentum (1 - sqrt(mu s)) / (1 + sqrt(mu s))
+            q = torch.sqrt(torch.clamp(mut * s, max=1.0))
+            b = torch.where(mut > 0, (1 - q) / (1 + q), b)
+        b = b.reshape(bshape)
         if method == "mfista":
             return X + a * (Z - X) + b * (X - Xprev), t_new
         return X + b * (X - Xprev), t_new
@@ -459,7 +459,7 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
                 stop = callback(inter)
             except StopIteration:
                 stop = True
-            if stop is True:
+            if stop is not None and bool(stop):
                 status = torch.where(active, 3, status)
                 active = torch.zeros_like(active)
                 break
