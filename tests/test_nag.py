@@ -475,9 +475,13 @@ def test_auto_picks_foreach_for_small_and_compiles_large_in_the_background(monke
     key = ours._kernel_key(ours._runtimes[0].arenas[0].arena, {"maximize": False}, None, None)
     assert B.COMPILED.ready[key].wait(timeout=300), "background compile did not finish"
     assert ours._backend_now(ours._runtimes[0].arenas[0], {"maximize": False}, None, None) == "compile"
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
     for _ in range(3):
         set_grads([params, ref_params], gen)
         ours.step(), ref.step()
+    assert counters["stats"]["unique_graphs"] == graphs, "the kernel compiled in the background was not reused"
     for a, b in zip(params, ref_params):
         assert rel_diff(a.detach(), b.detach()) <= 1e-6
 
