@@ -40,7 +40,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single: bool) -> None:
     g.add_argument("--weight-decay", type=float, help="on weights with ndim >= 2 (default: the optimizer's own)")
     g.add_argument("--batch-size", type=int, help="default 128")
     length = g.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=float, help="default: per dataset (mnist1d 8, digits 30, else 20)")
+    length.add_argument("--epochs", type=float, help="default: per dataset (mnist1d 5, digits 30, else 20)")
     length.add_argument("--steps", type=int, help="total optimizer steps (instead of --epochs)")
     g.add_argument("--schedule", help=f"lr schedule: {', '.join(SCHEDULES)} (default warmup-cosine)")
     g.add_argument("--warmup", type=float, help="warmup fraction of the run (default 0.1)")

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 # Per-dataset training length and target accuracy, used when --epochs/--steps/--target-accuracy are unset.
 DATASET_DEFAULTS = {
-    "mnist1d": {"epochs": 8, "target_accuracy": 0.94},  # 0.94: the MNIST-1D paper's CNN
+    "mnist1d": {"epochs": 5, "target_accuracy": 0.94},  # 0.94: the MNIST-1D paper's CNN
     "digits": {"epochs": 30, "target_accuracy": 0.97},
 }
 FALLBACK_EPOCHS = 20
