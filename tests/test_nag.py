@@ -16,6 +16,8 @@ from nesterov.engine import backends as B
 from nesterov.rules import nag as nag_rule
 
 BACKENDS = ["eager", "foreach", "compile", "triton"]
+# Triton kernels run natively where there is a GPU, under the interpreter on CPU (tests/conftest.py).
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -39,7 +41,7 @@ def set_grads(params_list, gen, present=None):
     grads = []
     for i, p in enumerate(params_list[0]):
         keep = present is None or present[i]
-        grads.append(torch.randn(p.shape, generator=gen, dtype=p.dtype) if keep else None)
+        grads.append(torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) if keep else None)
     for params in params_list:
         for p, g in zip(params, grads):
             p.grad = None if g is None else g.clone()
@@ -147,23 +149,24 @@ def test_torch_checkpoint_continues_identically_both_ways(tmp_path):
 # -- every backend against the eager rule ------------------------------------------------------------
 def _run_backend(backend, *, dtype=torch.float32, state_dtype=None, maximize=False, scaler=None,
                  inf_at=None, steps=3, seed=0):
-    params = make_params([(17, 5), (33,), (2, 3, 4)], dtype=dtype, seed=seed)
+    params = [torch.nn.Parameter(p.detach().to(KERNEL_DEVICE))
+              for p in make_params([(17, 5), (33,), (2, 3, 4)], dtype=dtype, seed=seed)]
     opt = NAG(params, lr=0.05, momentum=0.9, weight_decay=0.01, maximize=maximize, backend=backend,
               state_dtype=state_dtype)
     gen = torch.Generator().manual_seed(seed + 7)
     for k in range(steps):
         grads = set_grads([params], gen)
         if scaler is not None:
-            opt.grad_scale = torch.tensor(scaler, dtype=torch.float32)
+            opt.grad_scale = torch.tensor(scaler, dtype=torch.float32, device=KERNEL_DEVICE)
             for p in params:
                 p.grad.mul_(scaler)
-            opt.found_inf = torch.tensor(1.0 if k == inf_at else 0.0)
+            opt.found_inf = torch.tensor(1.0 if k == inf_at else 0.0, device=KERNEL_DEVICE)
         opt.step()
         for p, g in zip(params, grads):
             if scaler is None:
                 assert torch.equal(p.grad, g), "step() must never modify p.grad"
     buf = torch.cat([opt.state[p]["momentum_buffer"].float().flatten() for p in params])
-    return torch.cat([p.detach().float().flatten() for p in params]), buf
+    return torch.cat([p.detach().float().flatten() for p in params]).cpu(), buf.cpu()
 
 
 @pytest.mark.parametrize("backend", ["foreach", "compile", "triton"])
@@ -226,12 +229,13 @@ def test_grad_scaler_step_equals_unscaled_step(backend):
 @pytest.mark.parametrize("backend", ["foreach", "compile", "triton"])
 def test_grad_scaler_skipped_first_step_leaves_everything_as_it_was(backend):
     """torch's fused SGD leaves the momentum buffer uninitialised here; we leave all untouched."""
-    model, ref = _tiny_model(), _tiny_model()
+    device = KERNEL_DEVICE if backend == "triton" else "cpu"
+    model, ref = _tiny_model().to(device), _tiny_model().to(device)
     opt = NAG(model.parameters(), lr=0.1, backend=backend)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     before = [p.detach().clone() for p in model.parameters()]
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
-    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**8)
+    x, y = torch.randn(16, 6, device=device), torch.randint(0, 3, (16,), device=device)
     opt.zero_grad()
     scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
     next(model.parameters()).grad[0, 0] = float("inf")

@@ -80,7 +80,7 @@ class BenchSpec:
     torch_alternatives: dict[str, Callable[[list], torch.optim.Optimizer]]
     bytes_per_param: Callable[[int, int], int]
     reference: str  # the torch alternative ratios are taken against
-    backends: tuple[str, ...] = ("eager", "foreach", "compile", "auto")
+    backends: tuple[str, ...] = ("eager", "foreach", "compile", "triton", "auto")
     extra: dict = field(default_factory=dict)
 
 
