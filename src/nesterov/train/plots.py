@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 __all__ = ["plot_compare", "plot_curves"]
@@ -58,7 +56,7 @@ def plot_compare(curves: dict[str, list[list[dict]]], path, title: str = "", tar
     ``curves[label]`` is a list (one per seed) of metric rows with ``seconds``, ``step``, ``test_accuracy``.
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6), layout="constrained")
     lo_all = 100.0
     for i, (label, runs) in enumerate(curves.items()):
         color = f"C{i % 10}"
@@ -71,10 +69,8 @@ def plot_compare(curves: dict[str, list[list[dict]]], path, title: str = "", tar
                 acc = np.array([100 * row["test_accuracy"] for row in run])
                 k = np.searchsorted(xs, grid, side="right") - 1
                 ys.append(np.where(k >= 0, acc[np.clip(k, 0, None)], np.nan))
-            ys = np.array(ys)
-            with warnings.catch_warnings():  # all-NaN columns before the first evaluation stay NaN
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean, lo, hi = np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
+            ys = np.array(ys)  # NaN until every seed has been evaluated once: lines start there
+            mean, lo, hi = ys.mean(0), ys.min(0), ys.max(0)
             ax.plot(grid, mean, color=color, lw=2, label=f"{label} ({len(runs)} seed{'s' * (len(runs) > 1)})")
             if len(runs) > 1:
                 ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
@@ -83,11 +79,12 @@ def plot_compare(curves: dict[str, list[list[dict]]], path, title: str = "", tar
     for ax, xlabel in ((axes[0], "training wall time (s)"), (axes[1], "step")):
         if target is not None:
             ax.axhline(100 * target, color="gray", ls="--", lw=1, label=f"target {100 * target:g} %")
-        ax.set_ylim(max(0.0, min(lo_all, 100 * (target or 1)) - 15), 100.5)
+        ax.set_ylim(max(0.0, min(lo_all, 100 * (target or 1)) - 10), 100.2)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(5, len(labels)), frameon=False)
     if title:
         fig.suptitle(title + "  (line: mean over seeds; band: worst to best seed)")
     fig.savefig(path, dpi=110)
