@@ -12,8 +12,9 @@
 η = lr, λ = weight_decay, ψ = momentum_decay. ``mu_product`` is stored as torch stores it (a 0-d tensor
 of torch's scalar dtype, float32 unless the default dtype is float64, multiplied by μ_t rounded to that
 dtype), so the running product, and hence every step, matches torch's rather than a closed form that
-drifts from it. μ_t, μ_{t+1} and 1 − β2^t are computed once per run in float64, like torch's Python
-floats. The betas arrive as their complements ``c1 = 1 − β1``, ``c2 = 1 − β2`` (the group keeps torch's
+drifts from it. μ_t, μ_{t+1}, the two step sizes and 1 − β2^t are computed once per run in float64
+(``advance``), like torch's Python floats, so the elementwise pass has one division and one square root.
+The betas arrive as their complements ``c1 = 1 − β1``, ``c2 = 1 − β2`` (the group keeps torch's
 ``betas``): a float32 hyperparameter holds 1 − 0.999 to seven digits, 0.999 only to four of them.
 """
 
@@ -38,17 +39,23 @@ def init_scalars(device):
     return {"mu_product": torch.ones((), dtype=dtype, device=device)}
 
 
-def advance(step, mu_product, *, c1, c2, momentum_decay, **_):
+def advance(step, mu_product, *, lr, c1, c2, momentum_decay, **_):
+    """Per-step scalars, once per run in float64: the running μ-product and the two step sizes."""
     t = step.to(torch.float64)
-    beta1, beta2, psi = 1 - f64(c1, t.device), 1 - f64(c2, t.device), f64(momentum_decay, t.device)
+    lr, psi = f64(lr, t.device), f64(momentum_decay, t.device)
+    beta1, beta2 = 1 - f64(c1, t.device), 1 - f64(c2, t.device)
     mu, mu_next = mu_at(t, beta1, psi), mu_at(t + 1, beta1, psi)
     mu_product = mu_product * mu.to(mu_product.dtype)  # as torch: the running product in its own dtype
-    derived = {"mu": mu, "mu_next": mu_next, "mu_product": mu_product.to(torch.float64),
-               "bias_correction2": 1 - beta2**t}
+    prod = mu_product.to(torch.float64)
+    derived = {
+        "grad_coef": lr * (1 - mu) / (1 - prod),  # η(1 − μ_t)/(1 − Π_t)
+        "avg_coef": lr * mu_next / (1 - prod * mu_next),  # η·μ_{t+1}/(1 − Π_t·μ_{t+1})
+        "inv_bias_correction2": 1 / (1 - beta2**t),
+    }
     return {"mu_product": mu_product}, derived
 
 
-def update(p, g, exp_avg, exp_avg_sq, *, step, mu, mu_next, mu_product, bias_correction2, lr, c1, c2, eps,
+def update(p, g, exp_avg, exp_avg_sq, *, step, grad_coef, avg_coef, inv_bias_correction2, lr, c1, c2, eps,
            weight_decay, momentum_decay=None, maximize=False, decoupled_weight_decay=True):
     if maximize:
         g = -g
@@ -58,18 +65,15 @@ def update(p, g, exp_avg, exp_avg_sq, *, step, mu, mu_next, mu_product, bias_cor
         g = g + weight_decay * p
     exp_avg = exp_avg + c1 * (g - exp_avg)
     exp_avg_sq = (1 - c2) * exp_avg_sq + c2 * g * g
-    denom = (exp_avg_sq / bias_correction2).sqrt() + eps
-    grad_coef = lr * (1 - mu) / (1 - mu_product)
-    avg_coef = lr * mu_next / (1 - mu_product * mu_next)
-    p = p - grad_coef * g / denom - avg_coef * exp_avg / denom
+    denom = (exp_avg_sq * inv_bias_correction2).sqrt() + eps
+    p = p - (grad_coef * g + avg_coef * exp_avg) / denom  # one division per element: the step is bandwidth-bound
     return p, exp_avg, exp_avg_sq
 
 
-def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, *, step, mu, mu_next, mu_product, bias_correction2,
+def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, *, step, grad_coef, avg_coef, inv_bias_correction2,
                     lr, c1, c2, eps, weight_decay, momentum_decay=None, maximize=False,
                     decoupled_weight_decay=True):
     """In-place restatement of :func:`update` (Python-float hyperparameters)."""
-    mu, mu_next, mu_product, bc2 = mu.item(), mu_next.item(), mu_product.item(), bias_correction2.item()
     if maximize:
         grads = torch._foreach_neg(grads)
     if weight_decay != 0:
@@ -80,11 +84,11 @@ def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, *, step, mu, mu_next, 
     torch._foreach_lerp_(exp_avgs, grads, c1)
     torch._foreach_mul_(exp_avg_sqs, 1 - c2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, c2)
-    denom = torch._foreach_div(exp_avg_sqs, bc2)
+    denom = torch._foreach_mul(exp_avg_sqs, inv_bias_correction2.item())
     torch._foreach_sqrt_(denom)
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, grads, denom, -lr * (1 - mu) / (1 - mu_product))
-    torch._foreach_addcdiv_(params, exp_avgs, denom, -lr * mu_next / (1 - mu_product * mu_next))
+    torch._foreach_addcdiv_(params, grads, denom, -grad_coef.item())
+    torch._foreach_addcdiv_(params, exp_avgs, denom, -avg_coef.item())
 
 
 NADAMW_RULE = SpanRule(
