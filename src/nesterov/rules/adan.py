@@ -12,9 +12,9 @@
 
 The betas are the reference code's, 1 − β_paper (defaults 0.98, 0.92, 0.99): the gradient difference in
 the n-update is weighted by β2 = 1 − β2_paper, as in the paper's algorithm (optax weights it by 1 − β2).
-Bias corrections are computed once per run in float64 (``advance``); the betas arrive as their
-complements c_i = 1 − β_i (see :mod:`nesterov.rules.nadamw`). The reference's optional global gradient
-clipping (``max_grad_norm``) is not part of the rule: clip with ``torch.nn.utils.clip_grad_norm_``.
+Bias corrections are computed once per run in float64 (``advance``), so the elementwise pass has one
+division and one square root; the betas arrive as their complements c_i = 1 − β_i (see
+:mod:`nesterov.rules.nadamw`). The reference's optional global gradient clipping (``max_grad_norm``) is not part of the rule: clip with ``torch.nn.utils.clip_grad_norm_``.
 """
 
 from __future__ import annotations
@@ -25,15 +25,21 @@ from nesterov.engine.segments import SpanRule
 from nesterov.rules.nadamw import f64
 
 
-def advance(step, *, c1, c2, c3, **_):
+def advance(step, *, lr, c1, c2, c3, weight_decay, **_):
+    """Per-step scalars, once per run in float64 (the elementwise pass then has one division)."""
     t = step.to(torch.float64)
     beta1, beta2, beta3 = (1 - f64(c, t.device) for c in (c1, c2, c3))
-    return {}, {"bias_correction1": 1 - beta1**t, "bias_correction2": 1 - beta2**t,
-                "bias_correction3_sqrt": (1 - beta3**t).sqrt()}
+    return {}, {
+        "inv_bias_correction1": 1 / (1 - beta1**t),
+        "diff_coef": beta2 / (1 - beta2**t),  # β2 / (1 − β2^t)
+        "inv_bias_correction3_sqrt": 1 / (1 - beta3**t).sqrt(),
+        "prox_scale": 1 / (1 + f64(lr, t.device) * f64(weight_decay, t.device)),  # 1 / (1 + ηλ)
+    }
 
 
-def update(p, g, exp_avg, exp_avg_sq, exp_avg_diff, pre_grad, *, step, bias_correction1, bias_correction2,
-           bias_correction3_sqrt, lr, c1, c2, c3, eps, weight_decay, maximize=False, no_prox=False):
+def update(p, g, exp_avg, exp_avg_sq, exp_avg_diff, pre_grad, *, step, inv_bias_correction1, diff_coef,
+           inv_bias_correction3_sqrt, prox_scale, lr, c1, c2, c3, eps, weight_decay, maximize=False,
+           no_prox=False):
     if maximize:
         g = -g
     beta2 = 1 - c2
@@ -42,20 +48,19 @@ def update(p, g, exp_avg, exp_avg_sq, exp_avg_diff, pre_grad, *, step, bias_corr
     exp_avg_diff = beta2 * exp_avg_diff + c2 * diff
     n_in = g + beta2 * diff
     exp_avg_sq = (1 - c3) * exp_avg_sq + c3 * n_in * n_in
-    denom = exp_avg_sq.sqrt() / bias_correction3_sqrt + eps
-    u = (exp_avg / bias_correction1 + beta2 * exp_avg_diff / bias_correction2) / denom
+    denom = exp_avg_sq.sqrt() * inv_bias_correction3_sqrt + eps
+    u = (exp_avg * inv_bias_correction1 + diff_coef * exp_avg_diff) / denom
     if no_prox:
         p = p * (1 - lr * weight_decay) - lr * u
     else:
-        p = (p - lr * u) / (1 + lr * weight_decay)
+        p = (p - lr * u) * prox_scale
     return p, exp_avg, exp_avg_sq, exp_avg_diff, g
 
 
 def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, pre_grads, *, step,
-                    bias_correction1, bias_correction2, bias_correction3_sqrt, lr, c1, c2, c3, eps,
+                    inv_bias_correction1, diff_coef, inv_bias_correction3_sqrt, prox_scale, lr, c1, c2, c3, eps,
                     weight_decay, maximize=False, no_prox=False):
     """In-place restatement of :func:`update` (Python-float hyperparameters, int ``step``)."""
-    bc1, bc2, bc3s = bias_correction1.item(), bias_correction2.item(), bias_correction3_sqrt.item()
     beta2 = 1 - c2
     if maximize:
         grads = torch._foreach_neg(grads)
@@ -67,16 +72,16 @@ def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, pre_gra
     torch._foreach_mul_(exp_avg_sqs, 1 - c3)
     torch._foreach_addcmul_(exp_avg_sqs, n_in, n_in, c3)
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, bc3s)
+    torch._foreach_mul_(denom, inv_bias_correction3_sqrt.item())
     torch._foreach_add_(denom, eps)
-    u = torch._foreach_div(exp_avgs, bc1)
-    torch._foreach_add_(u, exp_avg_diffs, alpha=beta2 / bc2)
+    u = torch._foreach_mul(exp_avgs, inv_bias_correction1.item())
+    torch._foreach_add_(u, exp_avg_diffs, alpha=diff_coef.item())
     if no_prox:
         torch._foreach_mul_(params, 1 - lr * weight_decay)
         torch._foreach_addcdiv_(params, u, denom, -lr)
     else:
         torch._foreach_addcdiv_(params, u, denom, -lr)
-        torch._foreach_div_(params, 1 + lr * weight_decay)
+        torch._foreach_mul_(params, prox_scale.item())
     torch._foreach_copy_(pre_grads, grads)
 
 
