@@ -14,7 +14,8 @@ The betas are the reference code's, 1 − β_paper (defaults 0.98, 0.92, 0.99): 
 the n-update is weighted by β2 = 1 − β2_paper, as in the paper's algorithm (optax weights it by 1 − β2).
 Bias corrections are computed once per run in float64 (``advance``), so the elementwise pass has one
 division and one square root; the betas arrive as their complements c_i = 1 − β_i (see
-:mod:`nesterov.rules.nadamw`). The reference's optional global gradient clipping (``max_grad_norm``) is not part of the rule: clip with ``torch.nn.utils.clip_grad_norm_``.
+:mod:`nesterov.rules.nadamw`). The reference's optional global gradient clipping (``max_grad_norm``)
+is not part of the rule: clip with ``torch.nn.utils.clip_grad_norm_``.
 """
 
 from __future__ import annotations
