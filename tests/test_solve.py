@@ -84,6 +84,22 @@ def test_worst_case_quadratic_backtracking_within_bound_for_final_L():
     assert 0.5 * L <= r.L <= 2 * L
 
 
+def test_momentum_follows_the_changing_step():
+    """Replay f = x^2/2 from the recorded steps: t_{k+1} = (1 + sqrt(1 + 4 (s_k/s_{k+1}) t_k^2))/2,
+    y = x_k + (t_k - 1)/t_{k+1} (x_k - x_{k-1}), x_{k+1} = (1 - s_{k+1}) y."""
+    xs = [1.0]
+    r = nesterov.minimize(lambda x: 0.5 * (x * x).sum(), torch.tensor([1.0], dtype=F64),
+                          restart=None, tol=0, max_iter=25, callback=lambda i: xs.append(float(i.x[0])))
+    s = r.history["step"]
+    assert len(set(round(v, 12) for v in s)) > 3          # backtracking changed the step both ways
+    t, x, xprev = 0.0, 1.0, 1.0
+    for k in range(1, 26):
+        t_new = 0.5 * (1 + math.sqrt(1 + 4 * (s[k - 1] / s[k]) * t * t))
+        y = x + (t - 1) / t_new * (x - xprev)
+        x, xprev, t = (1 - s[k]) * y, x, t_new
+        assert x == pytest.approx(xs[k], rel=1e-12, abs=1e-300), k
+
+
 def ill_conditioned_quadratic(n=100, kappa=1e4, seed=0):
     g = torch.Generator().manual_seed(seed)
     lam = torch.logspace(0, -math.log10(kappa), n, dtype=F64)      # L = 1, mu = 1/kappa

@@ -196,7 +196,7 @@ def _summary(curve, times, gap, nfev, ngev):
 
 
 def _reference_fstar(problem):
-    """F* by nag + restart at a tight tolerance, cross-checked by L-BFGS-B when scipy is there."""
+    """F* by nag + restart at a tight tolerance (gradient-mapping norm 1e-11)."""
     import nesterov
 
     r = nesterov.minimize(problem["fun"], problem["x0"], prox=problem["prox"], tol=1e-11, max_iter=200_000)

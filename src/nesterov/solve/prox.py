@@ -282,8 +282,8 @@ class _GroupL1(Prox):
 
     def _setup(self, x, batch_dims):
         n = x[(0,) * batch_dims].numel() if batch_dims else x.numel()
-        if isinstance(self.labels, torch.Tensor) and n < self.size:
-            raise ValueError(f"group_l1: groups index {self.size} entries but a problem has only {n}")
+        if n < self.size:
+            raise ValueError(f"group_l1: groups cover {self.size} entries but a problem has only {n}")
         key = (x.device, n)
         if key not in self._cache:
             lab = self.labels
