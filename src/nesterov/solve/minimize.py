@@ -352,7 +352,8 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
     amb_tol = eps ** (2 / 3)
 
     def sufficient_decrease(Y, P, fy, gy, fp, s):
-        """f(P) <= f(y) + <grad f(y), P - y> + ||P - y||^2 / (2s), per problem.
+        """f(P) <= f(y) + <grad f(y), P - y> + ||P - y||^2 / (2s), per problem; also whether any active
+        problem failed it.
 
         When f(P) and f(y) agree to within amb_tol relative (near a solution), their difference is rounding
         noise; the test is then made on gradients instead, <grad f(P) - grad f(y), P - y> <= ||P - y||^2 / s
@@ -361,15 +362,18 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
         D = P - Y
         dd = pdot(D, D)
         excess = fp - fy - pdot(gy, D) - dd / (2 * s)
-        ok = excess <= 8 * eps * (fy.abs() + fp.abs())
-        if bool((ok | ~active).all()):
-            return ok
-        amb = active & ~ok & torch.isfinite(fp) & \
-            ((fp - fy).abs() <= amb_tol * torch.maximum(fy.abs(), fp.abs()))
+        # a problem whose f(y) is not finite is not retried: it stops after this iteration (status 2)
+        ok = (excess <= 8 * eps * (fy.abs() + fp.abs())) | ~torch.isfinite(fy)
+        bad = active & ~ok
+        if not bool(bad.any()):          # the one host read of an iteration that needs no backtracking
+            return ok, False
+        amb = bad & torch.isfinite(fp) & ((fp - fy).abs() <= amb_tol * torch.maximum(fy.abs(), fp.abs()))
         if bool(amb.any()):
             _, gp = value_grad(P, f"iteration {k} (line search, gradient test)")
             ok = ok | (amb & (pdot(gp - gy, D) <= dd / s))
-        return ok
+            bad = active & ~ok
+            return ok, bool(bad.any())
+        return ok, True
 
     k = 0
     for k in range(1, max_iter + 1):
@@ -385,10 +389,10 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
         fp = value(P, f"iteration {k}")
         if backtrack:
             for _ in range(_MAX_BACKTRACK):
-                ok = sufficient_decrease(Y, P, fy, gy, fp, s) | ~torch.isfinite(fy)  # f(y) = nan: below
-                bad = active & ~ok
-                if not bool(bad.any()):
+                ok, any_bad = sufficient_decrease(Y, P, fy, gy, fp, s)
+                if not any_bad:
                     break
+                bad = active & ~ok
                 s = torch.where(bad, s * _SHRINK, s)
                 Y2, t2 = extrapolate(s)
                 if y_is_x:
@@ -402,8 +406,8 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
                 gy = torch.where(bb, gy2, gy)
                 fy, fp, t_new = torch.where(bad, fy2, fy), torch.where(bad, fp2, fp), torch.where(bad, t2, t_new)
             else:
-                ok = sufficient_decrease(Y, P, fy, gy, fp, s)
-            ls_failed = active & ~ok
+                ok, _ = sufficient_decrease(Y, P, fy, gy, fp, s)
+            ls_failed = active & ~ok & torch.isfinite(fy)
         else:
             ls_failed = torch.zeros_like(active)
 
