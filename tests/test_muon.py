@@ -494,6 +494,44 @@ def test_load_state_dict_rejects_mismatches_and_changes_nothing():
     assert all(torch.equal(before[k], after[k]["momentum_buffer"]) for k in before)
 
 
+def test_state_dict_hooks_run():
+    params = make_params([(4, 4)])
+    opt = Muon(params, aux=None)
+    calls = []
+    opt.register_state_dict_pre_hook(lambda o: calls.append("pre"))
+    opt.register_state_dict_post_hook(lambda o, sd: {**sd, "extra": 1})
+    opt.register_load_state_dict_post_hook(lambda o: calls.append("load"))
+    sd = opt.state_dict()
+    assert sd["extra"] == 1
+    opt.load_state_dict(sd)
+    assert calls == ["pre", "load"]
+
+
+def test_grad_scaler_unscales_and_skips():
+    model = Tiny().double()
+    clone = Tiny().double()
+    clone.load_state_dict(model.state_dict())
+    opt, ref = Muon(model.parameters(), aux=NADAM), Muon(clone.parameters(), aux=NADAM)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    for step in range(3):
+        opt.zero_grad()
+        scaler.scale(tiny_loss(model, step)).backward()
+        scaler.step(opt)
+        scaler.update()
+        ref.zero_grad()
+        tiny_loss(clone, step).backward()
+        ref.step()
+    for a, b in zip(model.parameters(), clone.parameters()):
+        assert rel_diff(a.detach(), b.detach()) <= 1e-12
+    before = [p.detach().clone() for p in model.parameters()]
+    buf = opt.state[opt.param_groups[0]["params"][0]]["momentum_buffer"].clone()
+    opt.zero_grad()
+    scaler.scale(tiny_loss(model, 9) * float("inf")).backward()
+    scaler.step(opt)  # found inf: skipped, nothing written
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert torch.equal(buf, opt.state[opt.param_groups[0]["params"][0]]["momentum_buffer"])
+
+
 def test_default_ns_dtype_follows_the_hardware(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(R, "cpu_has_native_bf16", lambda: False)

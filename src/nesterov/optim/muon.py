@@ -18,6 +18,7 @@ How a step runs (the math is :mod:`nesterov.rules.muon`, stated once):
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
@@ -348,7 +349,13 @@ class Muon(torch.optim.Optimizer):
 
     # -- state_dict ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """torch.optim's layout over all groups; Muon groups hold torch.optim.Muon's ``momentum_buffer``."""
+        """torch.optim's layout over all groups; Muon groups hold torch.optim.Muon's ``momentum_buffer``.
+
+        Like torch's, the tensors are the live buffers (save or copy the dict to keep a snapshot);
+        state-dict hooks registered on this optimizer run as torch's do.
+        """
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
         index: dict[int, int] = {}
         groups = []
         for group in self.param_groups:
@@ -373,13 +380,30 @@ class Muon(torch.optim.Optimizer):
                 state[index[id(aux_index[k])]] = entry
         # The stochastic-rounding stream position, so that a resumed bf16-state run rounds as the
         # uninterrupted one would (torch.optim.Muon ignores the extra key).
-        return {"state": dict(sorted(state.items())), "param_groups": groups, "seed_counter": self._seed_counter}
+        state_dict = {"state": dict(sorted(state.items())), "param_groups": groups,
+                      "seed_counter": self._seed_counter}
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load ours, or torch.optim.Muon's for the same matrices; a rejected dict changes nothing."""
+        if isinstance(state_dict, dict):
+            state_dict = state_dict.copy()
+            for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+                result = pre_hook(self, state_dict)
+                if result is not None:
+                    state_dict = result
+        self._load_state_dict(state_dict)
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def _load_state_dict(self, state_dict: dict) -> None:
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups' (an optimizer state_dict)")
-        saved_groups = state_dict["param_groups"]
+        saved_groups = copy.deepcopy(state_dict["param_groups"])
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(saved_groups)} param groups, this optimizer has "
                              f"{len(self.param_groups)} (non-matrix parameters form their own auxiliary groups)")
