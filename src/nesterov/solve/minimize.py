@@ -330,7 +330,7 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
     hist = {"fun": [Fx], "grad_map": [nan_t], "step": [step.clone()],
             "restart": [torch.zeros(B, dtype=torch.bool, device=device)]}
     sync_every = 1 if device.type == "cpu" else 8
-    cache_x = (fx0, gx0)   # f and grad f at X, valid while y == x is known (first iteration, gd)
+    cache_x = (fx0, gx0)   # f and grad f at x0 = y_1, reused by the first iteration
     tol_f = float(tol)
 
     def extrapolate(s):
@@ -381,7 +381,7 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
         s = torch.clamp(step * _GROW, max=max_step) if backtrack else step
         # ---- trial steps (one unless backtracking rejects) ----------------------------------------------
         Y, t_new = extrapolate(s)
-        if k == 1 and cache_x is not None:
+        if k == 1:
             fy, gy = cache_x
         else:
             fy, gy = value_grad(Y, f"iteration {k}")
@@ -439,7 +439,8 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
         u = upd.reshape(bshape)
         r = rflag.reshape(bshape)
         Xprev = torch.where(u, torch.where(r, Xnew, X), Xprev)
-        Z = torch.where(u, torch.where(r, Xnew, P), Z)
+        if method == "mfista":   # z_k, the last prox point (nag and gd never read it)
+            Z = torch.where(u, torch.where(r, Xnew, P), Z)
         X = torch.where(u, Xnew, X)
         Fx = torch.where(upd, Fnew, Fx)
         t = torch.where(upd, torch.where(rflag, torch.ones_like(t_new), t_new), t)
