@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import pytest
 import torch
@@ -404,3 +405,26 @@ def test_public_names_and_defaults():
     assert math.isclose(opt.defaults["lr"], 2e-3) and math.isclose(opt.defaults["momentum_decay"], 4e-3)
     assert Adan(make_params()).defaults["betas"] == (0.98, 0.92, 0.99)
     assert LARS(make_params(), lr=1.0).defaults["nesterov"] is True
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_auto_compiles_in_the_background_and_matches_eager(rule, monkeypatch):
+    """``auto`` warms the compiled kernel on throw-away inputs (per-span inputs included) while foreach or
+    eager steps; a single-tensor model exercises the one-segment case of the per-tensor rules."""
+    from nesterov.engine import backends as B
+
+    monkeypatch.setattr(B, "AUTO_COMPILE_MIN_NUMEL", 0)
+    shapes = [(9, 7)]
+    params, ref = make_params(shapes, dtype=torch.float32), make_params(shapes, dtype=torch.float32)
+    opt, ref_opt = RULES[rule](params), RULES[rule](ref, backend="eager")
+    grads = grad_sequence(shapes, 600, 0, dtype=torch.float32)
+    for k, gs in enumerate(grads):
+        run(opt, params, [gs])
+        run(ref_opt, ref, [gs])
+        if any(key[0] == rule and B.COMPILED.is_ready(key) for key in list(B.COMPILED.ready)) and k > 2:
+            break
+        time.sleep(0.1)  # the compile runs in a background thread
+    assert opt._backend_now(opt._runtimes[0].arenas[0], opt._group_flags[0], None, None) == "compile"
+    run(opt, params, grads[-2:])
+    run(ref_opt, ref, grads[-2:])
+    assert rel_diff(params[0].detach(), ref[0].detach()) <= 1e-5

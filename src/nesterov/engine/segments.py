@@ -11,9 +11,9 @@ Two kinds, both declared on a :class:`SpanRule` (a :class:`~nesterov.rules.base.
   Python floats: in float32, 1 − 0.999^t loses three of its seven digits.
 - **per-tensor segments** (``per_tensor``), for layer-wise trust ratios (LARS, LAMB): ``update`` gets
   ``segment_ids`` (int32, the index of each element's tensor within the span) and ``matrix`` (bool, one
-  per tensor: ``ndim > 1``). :func:`segment_norm` and :func:`expand` are the one mechanism for
-  per-tensor reductions: a segment sum (``index_add``) and a gather, both plain tensor code that eager
-  and ``torch.compile`` run alike.
+  per tensor: ``ndim > 1``, plus one padding entry that no element refers to). :func:`segment_norm` and
+  :func:`expand` are the one mechanism for per-tensor reductions: a segment sum (``index_add``) and a
+  gather, both plain tensor code that eager and ``torch.compile`` run alike.
 
 The engine calls :func:`span_inputs` for every run it steps; for plain rules it returns ``{}``.
 """
@@ -59,7 +59,9 @@ def _segments(params: list[torch.Tensor], device, cache: bool) -> tuple[torch.Te
         return hit[1], hit[2]
     lengths = torch.tensor([p.numel() for p in params], device=device)
     ids = torch.repeat_interleave(torch.arange(len(params), dtype=torch.int32, device=device), lengths)
-    matrix = torch.tensor([p.dim() > 1 for p in params], device=device)
+    # One padding segment (no element refers to it): a count of 1 is a size torch.compile specialises
+    # on, and inductor's scatter fails to generate code for it.
+    matrix = torch.tensor([p.dim() > 1 for p in params] + [False], device=device)
     if cache:
         if key[0] not in _SEGMENTS:
             weakref.finalize(params[0], _SEGMENTS.pop, key[0], None)
