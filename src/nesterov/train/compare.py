@@ -149,8 +149,8 @@ def _write(out: Path, result: dict, cfg: Config) -> None:
     hist = [{"optimizer": name, "seed": cfg.seed + i, **row}
             for name, seeds in result["curves"].items() for i, h in enumerate(seeds) for row in h]
     _csv(out / "history.csv", hist)
-    curves = {f"{name} (lr {t['lr']:g})": result["curves"][name] for name, t in
-              zip(result["curves"], result["table"]) if all(result["curves"][name])}
+    curves = {f"{name} (lr {t['lr']:g})": [h for h in result["curves"][name] if h]
+              for name, t in zip(result["curves"], result["table"]) if any(result["curves"][name])}
     if curves:
         plot_compare(curves, out / "compare.png", target=cfg.target_accuracy,
                      title=f"{cfg.dataset} / {cfg.model}, {cfg.steps} steps of batch {cfg.batch_size}")
@@ -167,7 +167,8 @@ def format_table(table: list[dict]) -> str:
             "steps to target", "seconds to target", "seconds (all)"]
     lines = []
     for t in table:
-        lines.append([t["optimizer"], f"{t['lr']:g}", pct(t["best_accuracy_mean"], t["best_accuracy_sd"]),
+        name = t["optimizer"] + (f" ({t['diverged']} diverged)" if t["diverged"] else "")
+        lines.append([name, f"{t['lr']:g}", pct(t["best_accuracy_mean"], t["best_accuracy_sd"]),
                       pct(t["final_accuracy_mean"], t["final_accuracy_sd"]), f"{t['reached']}/{t['seeds']}",
                       "-" if t["steps_to_target_mean"] is None else f"{t['steps_to_target_mean']:.0f}",
                       "-" if t["seconds_to_target_mean"] is None else
