@@ -212,3 +212,13 @@ def test_evaluate_matches_a_direct_computation():
         logits = model(x)
     assert math.isclose(loss, torch.nn.functional.cross_entropy(logits, y).item(), rel_tol=1e-6)
     assert acc == (logits.argmax(1) == y).sum().item() / 10
+
+
+def test_defaults_are_the_readme_recipe(tmp_path):
+    cfg = Config().resolved(4000)
+    assert (cfg.dataset, cfg.model, cfg.optimizer, cfg.schedule) == ("mnist1d", "cnn1d", "nag", "warmup-cosine")
+    assert (cfg.steps, cfg.eval_every, cfg.batch_size, cfg.target_accuracy) == (155, 31, 128, 0.94)
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing) == (0.1, 0.9, 5e-4, 0.1)
+    path = tmp_path / "c.toml"
+    path.write_text('[train]\nbatch-size = 64\nschedule = "one-cycle"\n')
+    assert Config.from_dict(load_toml(path)).resolved(4000).steps == 5 * 62
