@@ -5,6 +5,14 @@ import torch
 from nesterov.data import DataError, carve_split, epoch_permutation, load_dataset
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _private_cache(tmp_path_factory):
+    """Datasets are cached in a temporary directory, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NESTEROV_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 def test_mnist1d_generated_offline_and_cached(tmp_path, monkeypatch):
     import mnist1d.data
 

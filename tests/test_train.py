@@ -17,6 +17,14 @@ from nesterov.train.schedules import Schedule
 TINY = dict(dataset="digits", model="mlp", steps=40, eval_every=10, threads=1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _private_cache(tmp_path_factory):
+    """Datasets are cached in a temporary directory, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NESTEROV_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 # ----------------------------------------------------------------------------------------------- schedules
 def test_schedules():
     s = Schedule("warmup-cosine", 100, 0.1)

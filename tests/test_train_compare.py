@@ -10,6 +10,14 @@ from nesterov.train.cli import compare_main
 RACE = ["--dataset", "digits", "--model", "mlp", "--steps", "22", "--eval-every", "11", "--threads", "1"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _private_cache(tmp_path_factory):
+    """Datasets are cached in a temporary directory, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NESTEROV_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 def test_compare_with_sweep_writes_table_and_plot(tmp_path, capsys, monkeypatch):
     seen = []
     real_run = C.run

@@ -7,8 +7,18 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ARGS = ["--dataset", "digits", "--model", "mlp", "--steps", "1200", "--eval-every", "40", "--seed", "3",
         "--threads", "1", "--no-progress"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _private_cache(tmp_path_factory):
+    """Datasets are cached in a temporary directory, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NESTEROV_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 def _train(*extra, **kw):

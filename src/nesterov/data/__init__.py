@@ -107,46 +107,56 @@ def carve_split(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = S
 # --------------------------------------------------------------------------------------------- loaders
 
 
-def _mnist1d_arrays() -> dict[str, np.ndarray]:
-    """MNIST-1D from the on-disk cache, generating (offline) and caching it on first use.
+def _cached(name: str, package: str, build) -> dict[str, np.ndarray]:
+    """``build()``'s arrays from ``cache_dir()/name-<package version>.npz``, building and caching on a miss.
 
-    The cache is keyed by the mnist1d package version (its default arguments and generator), so a hit
-    does not even import mnist1d (which pulls in scipy and matplotlib: ~1 s).
+    Keyed by the version of the package that makes the data, so a hit does not import it (mnist1d pulls in
+    scipy and matplotlib, scikit-learn is heavy: ~1 s each).
     """
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        key = version("mnist1d")
+        key = version(package)
     except PackageNotFoundError:
-        raise DataError("mnist1d: the mnist1d package is not installed (pip install mnist1d)") from None
-    path = cache_dir() / f"mnist1d-{key}.npz"
+        raise DataError(f"{name}: the {package} package is not installed (pip install {package})") from None
+    path = cache_dir() / f"{name}-{key}.npz"
     if path.exists():
         try:
             with np.load(path) as f:
-                return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
-        except Exception:  # a corrupt cache file is regenerated, not fatal
+                return {k: f[k] for k in f.files}
+        except Exception:  # a corrupt cache file is rebuilt, not fatal
             pass
-    from mnist1d.data import get_dataset_args, make_dataset  # never get_dataset(): it downloads
-
-    d = make_dataset(get_dataset_args())
-    arrays = {"x": d["x"].astype(np.float32), "y": d["y"].astype(np.int64),
-              "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
+    arrays = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
-    except OSError:  # an unwritable cache only costs regeneration next time
+    except OSError:  # an unwritable cache only costs rebuilding next time
         pass
     return arrays
 
 
-def _digits_arrays() -> dict[str, np.ndarray]:
-    from sklearn.datasets import load_digits
+def _mnist1d_arrays() -> dict[str, np.ndarray]:
+    def build():
+        from mnist1d.data import get_dataset_args, make_dataset  # never get_dataset(): it downloads
 
-    d = load_digits()
-    return {"x": (d.data / 16.0).astype(np.float32), "y": d.target.astype(np.int64)}
+        d = make_dataset(get_dataset_args())
+        return {"x": d["x"].astype(np.float32), "y": d["y"].astype(np.int64),
+                "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
+
+    return _cached("mnist1d", "mnist1d", build)
+
+
+def _digits_arrays() -> dict[str, np.ndarray]:
+    def build():
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return {"x": (d.data / 16.0).astype(np.float32), "y": d.target.astype(np.int64)}
+
+    return _cached("digits", "scikit-learn", build)
 
 
 def _npz_arrays(path: str) -> dict[str, np.ndarray]:
