@@ -376,7 +376,7 @@ def test_only_non_matrices_without_aux_is_refused():
         Muon([{"params": make_params([(4, 4)]), "use_muon": False}], aux=None)
     with pytest.raises(TypeError, match="use_muon"):
         Muon([{"params": make_params([(4, 4)]), "use_muon": "no"}])
-    with pytest.raises(ValueError, match="more than one"):
+    with pytest.raises(ValueError, match="given twice"):
         p = make_params([(4, 4)])
         Muon([{"params": p}, {"params": p}])
 

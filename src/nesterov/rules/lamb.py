@@ -25,20 +25,19 @@ from nesterov.rules.nadamw import f64
 def advance(step, *, c1, c2, **_):
     t = step.to(torch.float64)
     beta1, beta2 = 1 - f64(c1, t.device), 1 - f64(c2, t.device)
-    return {}, {"bias_correction1": 1 - beta1**t, "bias_correction2": 1 - beta2**t}
+    return {}, {"inv_bias_correction1": 1 / (1 - beta1**t), "inv_bias_correction2": 1 / (1 - beta2**t)}
 
 
-def update(p, g, exp_avg, exp_avg_sq, *, step, bias_correction1, bias_correction2, segment_ids, matrix, lr,
-           c1, c2, eps, weight_decay, maximize=False, exclude_1d=True):
+def update(p, g, exp_avg, exp_avg_sq, *, step, inv_bias_correction1, inv_bias_correction2, segment_ids,
+           segment_lengths, matrix, lr, c1, c2, eps, weight_decay, maximize=False, exclude_1d=True):
     if maximize:
         g = -g
-    count = matrix.shape[0]
     adapt = matrix if exclude_1d else torch.ones_like(matrix)
     exp_avg = (1 - c1) * exp_avg + c1 * g
     exp_avg_sq = (1 - c2) * exp_avg_sq + c2 * g * g
-    r = (exp_avg / bias_correction1) / ((exp_avg_sq / bias_correction2).sqrt() + eps)
+    r = exp_avg * inv_bias_correction1 / ((exp_avg_sq * inv_bias_correction2).sqrt() + eps)
     r = r + expand(torch.where(adapt, weight_decay, 0.0), segment_ids) * p
-    w_norm, r_norm = segment_norm(p, segment_ids, count), segment_norm(r, segment_ids, count)
+    w_norm, r_norm = segment_norm(p, segment_lengths), segment_norm(r, segment_lengths)
     trust = torch.where(adapt & (w_norm > 0) & (r_norm > 0), w_norm / r_norm, 1.0)
     p = p - lr * expand(trust, segment_ids) * r
     return p, exp_avg, exp_avg_sq

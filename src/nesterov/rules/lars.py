@@ -20,14 +20,13 @@ import torch
 from nesterov.engine.segments import SpanRule, expand, segment_norm
 
 
-def update(p, g, momentum_buffer, *, step=None, segment_ids, matrix, lr, momentum, weight_decay,
-           trust_coefficient, eps, maximize=False, nesterov=True, exclude_1d=True):
+def update(p, g, momentum_buffer, *, step=None, segment_ids, segment_lengths, matrix, lr, momentum,
+           weight_decay, trust_coefficient, eps, maximize=False, nesterov=True, exclude_1d=True):
     if maximize:
         g = -g
-    count = matrix.shape[0]
     adapt = matrix if exclude_1d else torch.ones_like(matrix)
     decay = torch.where(adapt, weight_decay, 0.0)
-    w_norm, g_norm = segment_norm(p, segment_ids, count), segment_norm(g, segment_ids, count)
+    w_norm, g_norm = segment_norm(p, segment_lengths), segment_norm(g, segment_lengths)
     trust = trust_coefficient * w_norm / (g_norm + decay * w_norm + eps)
     trust = torch.where(adapt & (w_norm > 0) & (g_norm > 0), trust, 1.0)
     d = expand(trust, segment_ids) * (g + expand(decay, segment_ids) * p)
