@@ -181,7 +181,7 @@ class Muon(torch.optim.Optimizer):
             if not isinstance(p, torch.Tensor):
                 raise TypeError(f"params{where}[{k}] must be a torch.Tensor, got {type(p).__name__}")
             if id(p) in seen:
-                raise ValueError(f"params{where}[{k}] appears in more than one param group")
+                raise ValueError(f"params{where}[{k}] is given twice (in this or an earlier param group)")
             seen.add(id(p))
         matrices = [e for e in entries if use_muon and _tensor(e).dim() >= 2]
         others = [e for e in entries if not (use_muon and _tensor(e).dim() >= 2)]
