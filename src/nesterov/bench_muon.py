@@ -8,6 +8,9 @@ since torch's Muon refuses them), with torch's own bf16 Newton–Schulz and with
 ``python -m nesterov.bench_muon train`` trains a 64-256-256-10 MLP on scikit-learn's digits with
 Muon (all matrices, or the output layer given to the auxiliary NAdamW as Muon's authors advise) and
 with NAdamW, over a small learning-rate grid each, and prints the training loss along the way.
+
+``python -m nesterov.bench_muon parity`` prints the largest relative difference to torch.optim.Muon
+(Newton–Schulz in float64 / float32 on both sides) over random configurations and 50 steps.
 """
 
 from __future__ import annotations
@@ -165,6 +168,47 @@ def train_main(argv):
     return 0
 
 
+def parity_main(argv):
+    """Max normwise relative difference to torch.optim.Muon (same NS dtype) over random configs."""
+    import random
+
+    from nesterov import Muon
+
+    ap = argparse.ArgumentParser(prog="python -m nesterov.bench_muon parity")
+    ap.add_argument("--configs", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=50)
+    args = ap.parse_args(argv)
+    rng = random.Random(0)
+    for dtype in (torch.float64, torch.float32):
+        worst = 0.0
+        for trial in range(args.configs):
+            shapes = [(rng.randint(1, 40), rng.randint(1, 40)) for _ in range(rng.randint(1, 4))]
+            shapes = shapes * rng.randint(1, 3) + [s[::-1] for s in shapes]  # batched products too
+            config = dict(lr=rng.uniform(1e-3, 0.1), momentum=rng.uniform(0, 0.99), nesterov=rng.random() < 0.5,
+                          weight_decay=rng.choice([0.0, rng.uniform(0, 0.2)]), ns_steps=rng.randint(1, 6),
+                          adjust_lr_fn=rng.choice([None, "original", "match_rms_adamw"]))
+            gen = torch.Generator().manual_seed(trial)
+            base = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+            targets = [torch.randn(s, generator=gen, dtype=dtype) for s in shapes]
+            theirs = [torch.nn.Parameter(b.clone()) for b in base]
+            ours = [torch.nn.Parameter(b.clone()) for b in base]
+            t_opt = torch.optim.Muon(theirs, **config)
+            o_opt = Muon(ours, aux=None, ns_dtype=dtype, **config)
+            for _ in range(args.steps):
+                for t, o, target in zip(theirs, ours, targets):
+                    g = torch.randn(t.shape, generator=gen, dtype=dtype) + 0.5 * (t.detach() - target)
+                    t.grad, o.grad = g.clone(), g.clone()
+                with ns_in_input_dtype():
+                    t_opt.step()
+                o_opt.step()
+                for t, o in zip(theirs, ours):
+                    scale = t.detach().abs().max().item()
+                    worst = max(worst, (o.detach() - t.detach()).abs().max().item() / max(scale, 1e-300))
+        print(f"{str(dtype)[6:]:8s} Newton–Schulz on both sides: {args.configs} random configurations × "
+              f"{args.steps} steps, max relative difference {worst:.2e}", flush=True)
+    return 0
+
+
 def speed_main(argv):
     """Standalone: one step of ours vs torch.optim.Muon on the transformer matrices, medians."""
     from nesterov import Muon
@@ -215,10 +259,11 @@ def speed_main(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("train", "speed"):
-        print("usage: python -m nesterov.bench_muon {train,speed} [options]", file=sys.stderr)
+    commands = {"train": train_main, "speed": speed_main, "parity": parity_main}
+    if not argv or argv[0] not in commands:
+        print(f"usage: python -m nesterov.bench_muon {{{','.join(commands)}}} [options]", file=sys.stderr)
         return 2
-    return (train_main if argv[0] == "train" else speed_main)(argv[1:])
+    return commands[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":
