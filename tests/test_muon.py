@@ -182,6 +182,50 @@ def test_optimizer_makes_one_batched_product_per_shape(monkeypatch):
     assert sorted(seen) == [(3, 32, 32), (3, 32, 96), (6, 32, 128)]
 
 
+def test_missing_grads_loose_params_and_late_groups():
+    """Params without a gradient are left alone; params that cannot live in an arena (here a strided
+    slice) and groups added later take the same update."""
+    gen = torch.Generator().manual_seed(5)
+    big = torch.randn(12, 20, generator=gen, dtype=torch.float64)
+    loose = torch.nn.Parameter(big[:, ::2])  # not dense: stepped outside the arena
+    assert loose.stride() == (20, 2)
+    dense = make_params([(6, 10), (6, 10), (5, 5)], seed=1)
+    late = make_params([(10, 6)], seed=2)
+    everything = [loose, *dense, *late]
+    ref = [p.detach().clone() for p in everything]
+    bufs = [torch.zeros_like(r) for r in ref]
+    opt = Muon([loose, *dense], aux=None, lr=0.03, weight_decay=0.1)
+    opt.add_param_group({"params": late, "lr": 0.01})
+    lrs = [0.03] * 4 + [0.01]
+    for step in range(4):
+        present = [True, step % 2 == 0, True, step != 1, True]
+        for i, (p, keep) in enumerate(zip(everything, present)):
+            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64) if keep else None
+            if keep:
+                ref[i], bufs[i] = R.update(ref[i], p.grad, bufs[i], lr=lrs[i], weight_decay=0.1,
+                                           ns_dtype=torch.float64)
+        opt.step()
+    for i, (p, r) in enumerate(zip(everything, ref)):
+        assert rel_diff(p.detach(), r) <= 1e-12, i
+        assert rel_diff(opt.state[p]["momentum_buffer"], bufs[i]) <= 1e-12, i
+    fresh = make_params([(4, 4)])
+    opt2 = Muon(fresh + make_params([(3, 3)]), aux=None)
+    fresh[0].grad = torch.ones(4, 4, dtype=torch.float64)
+    opt2.step()
+    assert len(opt2.state) == 1  # state appears with the first gradient, as in torch
+
+
+def test_bf16_parameters_step():
+    params = make_params([(16, 32), (32, 16)], torch.bfloat16)
+    opt = Muon(params, aux=None)
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    assert all(p.dtype == torch.bfloat16 and not torch.equal(p, b) for p, b in zip(params, before))
+    assert opt.state[params[0]]["momentum_buffer"].dtype == torch.bfloat16
+
+
 # -- conv kernels -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_conv_kernels_are_flattened_matrices(channels_last):
