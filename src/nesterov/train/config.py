@@ -50,7 +50,7 @@ class Config:
     seed: int = 0
     device: str = "auto"
     eval_every: int | None = None  # steps between evaluations/checkpoints; None: once per epoch
-    threads: int | None = None  # torch.set_num_threads; None: torch's default
+    threads: int | None = None  # torch.set_num_threads; None: 1 on CPU, torch's default elsewhere
 
     # ------------------------------------------------------------------ construction and checks
     @classmethod

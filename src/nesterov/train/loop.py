@@ -9,6 +9,7 @@ exact batches and ends with the same metrics as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -31,6 +32,7 @@ __all__ = ["Result", "TrainingDiverged", "evaluate", "resolve_device", "run", "M
 
 METRIC_COLUMNS = ["step", "epoch", "seconds", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
 EVAL_CHUNK = 4096  # examples per forward pass at evaluation
+DEFAULT_CPU_THREADS = 1  # torch.set_num_threads on CPU unless --threads says otherwise
 
 
 class TrainingDiverged(RuntimeError):
@@ -104,6 +106,11 @@ def run(cfg: Config, out: str | os.PathLike | None = None, *, resume: bool = Fal
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     cfg.check()
+    if cfg.threads is None and resolve_device(cfg.device).type == "cpu":
+        # These models are too small to gain from intra-op threads (2 threads: no faster on an idle 2-core
+        # CPU, 2-3x slower when another process holds a core). One thread is also what config.toml
+        # records, so a resumed run computes bit for bit what the interrupted one did.
+        cfg = dataclasses.replace(cfg, threads=DEFAULT_CPU_THREADS)
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
