@@ -28,6 +28,10 @@ Backtracking (``L=None``): each iteration first tries a step 1/0.9 times the las
 
 .. math::  f(x_{k+1}) \le f(y) + \langle\nabla f(y), x_{k+1} - y\rangle + \tfrac{1}{2 s_{k+1}}\lVert x_{k+1} - y\rVert^2 .
 
+(Near a solution f(x_{k+1}) - f(y) sinks to rounding level; when the two values agree to a relative
+:math:`\varepsilon^{2/3}` the test becomes :math:`\langle\nabla f(x_{k+1}) - \nabla f(y), x_{k+1} - y\rangle \le
+\lVert x_{k+1} - y\rVert^2 / s_{k+1}`, the same condition for a quadratic, at one more gradient.)
+
 Because the step may grow, :math:`\theta_k = s_k/s_{k+1}` enters the t-sequence so that
 :math:`s_{k+1}(t_{k+1}^2 - t_{k+1}) = s_k t_k^2` (as in TFOCS; Scheinberg, Goldfarb & Bai 2014). Then with
 :math:`A_k = s_k t_k^2`, :math:`F(x_k) - F^\star \le \lVert x_0 - x^\star\rVert^2 / (2A_k)` and

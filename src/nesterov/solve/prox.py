@@ -108,12 +108,14 @@ class Prox:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({args})"
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                         if not k.startswith("_") and k not in ("labels", "has_value"))
+        return f"nesterov.prox.{getattr(self, '_name', type(self).__name__)}({args})"
 
 
 class _Zero(Prox):
     r"""g = 0: the identity map (a smooth problem)."""
+    _name = "zero"
 
     def prox(self, x, step, batch_dims=0):
         return x
@@ -129,6 +131,7 @@ def zero() -> Prox:
 
 class _L1(Prox):
     r"""g(x) = sum_i lam_i |x_i|; prox = soft thresholding at lam*step."""
+    _name = "l1"
 
     def __init__(self, lam):
         self.lam = _check_param(lam, "lam")
@@ -150,6 +153,8 @@ def l1(lam) -> Prox:
 
 
 class _NonNeg(Prox):
+    _name = "nonneg"
+
     def prox(self, x, step, batch_dims=0):
         return torch.clamp_min(x, 0)
 
@@ -166,6 +171,8 @@ def nonneg() -> Prox:
 
 
 class _Box(Prox):
+    _name = "box"
+
     def __init__(self, lo, hi):
         def conv(v, name):
             if isinstance(v, torch.Tensor):
@@ -212,6 +219,8 @@ def box(lo=-math.inf, hi=math.inf) -> Prox:
 
 
 class _L2Ball(Prox):
+    _name = "l2_ball"
+
     def __init__(self, r):
         self.r = _check_param(r, "r", allow_tensor=False)
 
@@ -236,6 +245,8 @@ def l2_ball(r) -> Prox:
 
 
 class _GroupL1(Prox):
+    _name = "group_l1"
+
     def __init__(self, lam, groups):
         if isinstance(groups, torch.Tensor):
             if groups.dtype.is_floating_point or groups.dtype == torch.bool:
@@ -333,6 +344,8 @@ def group_l1(lam, groups) -> Prox:
 
 
 class _ElasticNet(Prox):
+    _name = "elastic_net"
+
     def __init__(self, l1, l2):
         self.l1 = _check_param(l1, "l1")
         self.l2 = _check_param(l2, "l2")
@@ -351,6 +364,8 @@ def elastic_net(l1, l2) -> Prox:
 
 
 class _Custom(Prox):
+    _name = "custom"
+
     def __init__(self, prox_fn, value_fn=None):
         if not callable(prox_fn):
             raise TypeError(f"prox must be callable as prox(x, step), got {type(prox_fn).__name__}")
