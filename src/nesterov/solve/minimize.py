@@ -184,8 +184,9 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
     OptimizeResult
         ``x, fun, nit, nfev, ngev, success, status, message, L, history`` (see
         :class:`nesterov.OptimizeResult`). When batched, ``fun, nit, success, status, L`` are tensors of
-        shape ``(B,)``, ``history`` lists hold one list of B values per iterate, and ``nfev``/``ngev`` count
-        batched calls. A problem whose objective or gradient turns non-finite stops at its last finite
+        shape ``(B,)``, ``history`` lists hold one list of B values per iterate up to the largest ``nit`` (a
+        problem that has stopped repeats its last ``fun`` and ``step``, with ``grad_map`` NaN), and
+        ``nfev``/``ngev`` count batched calls. A problem whose objective or gradient turns non-finite stops at its last finite
         iterate with ``success=False`` (status 2).
     """
     x0 = _validate(fun, x0, method, grad, L, mu, restart, line_search, tol, max_iter, callback, batched)
