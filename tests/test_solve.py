@@ -371,6 +371,30 @@ def test_batched_mixed_mu_each_problem_its_own_momentum():
     assert gaps[-1] < 1e-3 * gaps[0] and all(math.isfinite(g) for g in gaps)
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_reading_the_stop_flag_every_8_iterations_changes_nothing(monkeypatch, batched):
+    """Off the CPU the host reads the stop flag every 8 iterations; stopped problems are frozen meanwhile."""
+    import sys
+
+    A, b, f = small_lasso()
+    X0 = torch.zeros(3, 12, dtype=F64) if batched else torch.zeros(12, dtype=F64)
+    scales = torch.tensor([1.0, 3.0, 10.0], dtype=F64).reshape(3, 1)
+    fun = (lambda X: 0.5 * (((X * scales) @ A.T - b) ** 2).sum(-1)) if batched else f
+    kw = dict(prox=P.l1(0.5), tol=1e-7, batched=batched)
+    r1 = nesterov.minimize(fun, X0, **kw)
+    monkeypatch.setattr(sys.modules["nesterov.solve.minimize"], "_sync_every", lambda device: 8)
+    r8 = nesterov.minimize(fun, X0, **kw)
+    assert torch.equal(r1.x, r8.x)
+    if batched:
+        assert torch.equal(r1.nit, r8.nit) and torch.equal(r1.status, r8.status) and len(set(r1.nit.tolist())) > 1
+        assert r8.history["fun"][: len(r1.history["fun"])] == r1.history["fun"]
+    else:
+        assert r1.nit == r8.nit and r1.nit % 8 != 0
+        for key in r1.history:
+            assert np.array_equal(r1.history[key], r8.history[key], equal_nan=True), key
+    assert r8.nfev >= r1.nfev
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
     A, b, f = small_lasso()

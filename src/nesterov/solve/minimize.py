@@ -70,6 +70,12 @@ _SHRINK = 0.5          # step factor on a failed sufficient-decrease test
 _MAX_BACKTRACK = 60    # 0.5**60 ~ 1e-18: a line search that needs more has failed
 
 
+def _sync_every(device: torch.device) -> int:
+    """Iterations between host reads of the 'any problem still running' flag: every one on CPU (free there),
+    every 8 elsewhere; stopped problems are frozen in-tensor meanwhile, so results do not depend on it."""
+    return 1 if device.type == "cpu" else 8
+
+
 def _check_positive_or_tensor(value, name, B, dtype, device, *, allow_zero):
     """A finite number (> 0, or >= 0 with allow_zero) or, when batched, a tensor of shape (B,)."""
     rel = ">= 0" if allow_zero else "> 0"
@@ -334,7 +340,7 @@ def minimize(fun, x0, *, method="nag", prox=None, grad=None, L=None, mu=0.0, res
     nan_t = torch.full((B,), math.nan, dtype=dtype, device=device)
     hist = {"fun": [Fx], "grad_map": [nan_t], "step": [step.clone()],
             "restart": [torch.zeros(B, dtype=torch.bool, device=device)]}
-    sync_every = 1 if device.type == "cpu" else 8
+    sync_every = _sync_every(device)
     cache_x = (fx0, gx0)   # f and grad f at x0 = y_1, reused by the first iteration
     tol_f = float(tol)
 
