@@ -428,3 +428,23 @@ def test_auto_compiles_in_the_background_and_matches_eager(rule, monkeypatch):
     run(opt, params, grads[-2:])
     run(ref_opt, ref, grads[-2:])
     assert rel_diff(params[0].detach(), ref[0].detach()) <= 1e-5
+
+
+def test_nadamw_follows_schedulers_and_param_groups_like_torch():
+    """OneCycleLR changes lr and betas[0] every step; two groups with their own hyperparameters."""
+    def build(cls, params):
+        groups = [{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0, "betas": (0.8, 0.99)}]
+        opt = cls(groups, lr=1e-2, weight_decay=0.05, decoupled_weight_decay=True)
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=40)
+
+    grads = grad_sequence(SHAPES, 30, 4)
+    ours, theirs = make_params(), make_params()
+    (a, sa), (b, sb) = build(NAdamW, ours), build(torch.optim.NAdam, theirs)
+    for gs in grads:
+        run(a, ours, [gs])
+        run(b, theirs, [gs])
+        sa.step()
+        sb.step()
+    assert a.param_groups[0]["betas"] == b.param_groups[0]["betas"]
+    for x, y in zip(ours, theirs):
+        assert rel_diff(x.detach(), y.detach()) <= 1e-12
