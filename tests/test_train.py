@@ -111,11 +111,12 @@ def test_flags_override_config_file(tmp_path, capsys):
     path.write_text('dataset = "digits"\nmodel = "linear"\nsteps = 999\nlr = 0.01\n')
     out = tmp_path / "run"
     rc = train_main(["--config", str(path), "--model", "mlp", "--steps", "12", "--eval-every", "6",
-                     "--out", str(out), "--no-progress"])
+                     "--out", str(out)])  # with the progress bar
     assert rc == 0
     cfg = load_toml(out / "config.toml")
     assert (cfg["model"], cfg["steps"], cfg["lr"], cfg["dataset"]) == ("mlp", 12, 0.01, "digits")
-    assert "test accuracy" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "test accuracy" in captured.out and "12/12" in captured.err
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -171,13 +172,15 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
         return loss * float("nan") if len(calls) == 25 else loss
 
     monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
-    out = tmp_path / "run"
-    res = loop.run(Config(**TINY), out, progress=False, log=lambda m: None)
-    assert res.exit_code == 1 and res.summary["status"] == "diverged"
-    assert "non-finite loss" in res.summary["message"] and "step 20" in res.summary["message"]
-    ck = load_checkpoint(out / "last.pt")
-    assert ck["state"]["step"] == 20
-    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    for progress in (False, True):  # caught at the evaluation (step 30) or by the bar's check (step 30 too)
+        calls.clear()
+        out = tmp_path / f"run{progress}"
+        res = loop.run(Config(**TINY), out, progress=progress, log=lambda m: None)
+        assert res.exit_code == 1 and res.summary["status"] == "diverged"
+        assert "non-finite" in res.summary["message"] and "step 20" in res.summary["message"]
+        ck = load_checkpoint(out / "last.pt")
+        assert ck["state"]["step"] == 20 and res.summary["steps"] == 20
+        assert all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
 def test_npz_dataset_and_linear_model(tmp_path):

@@ -200,11 +200,15 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data: Dataset | None, l
             seen += len(idx)
             if bar is not None:
                 bar.update(1)
-                if step % 10 == 0:
+                if step % 10 == 0:  # the bar's one host sync; it also catches a NaN before the next evaluation
+                    running = loss_sum.item() / batches
+                    if not math.isfinite(running):
+                        raise TrainingDiverged(f"non-finite training loss ({running}) between steps {state['step']} "
+                                               f"and {step}: training stopped. Try a smaller --lr (now {cfg.lr:g}).")
                     el = time.perf_counter() - t0
                     test_str = "-" if math.isnan(last_test_acc) else f"{100 * last_test_acc:.1f}%"
                     rate = (step - step0) * bs / max(el - el0, 1e-9)
-                    bar.set_postfix_str(f"loss {loss_sum.item() / batches:.4f}  train "
+                    bar.set_postfix_str(f"loss {running:.4f}  train "
                                         f"{100 * correct_sum.item() / seen:.1f}%  test {test_str}  {rate:,.0f} ex/s",
                                         refresh=False)
             if step % cfg.eval_every and step != cfg.steps:
