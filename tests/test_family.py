@@ -448,3 +448,18 @@ def test_nadamw_follows_schedulers_and_param_groups_like_torch():
     assert a.param_groups[0]["betas"] == b.param_groups[0]["betas"]
     for x, y in zip(ours, theirs):
         assert rel_diff(x.detach(), y.detach()) <= 1e-12
+
+
+@pytest.mark.parametrize("rule", ["nadamw", "adan", "lamb"])
+def test_per_step_scalars_agree_on_host_and_device(rule, monkeypatch):
+    """``advance`` runs on Python floats for CPU steps and on 0-d tensors elsewhere (CUDA): same numbers."""
+    from nesterov.engine import segments
+
+    def device_mode(self, step):
+        self.device, self.host, self.t = step.device, False, step.to(torch.float64)
+
+    host_p, host_s, host_scalars = _run_backend(rule, "eager")
+    monkeypatch.setattr(segments.Scalars, "__init__", device_mode)
+    dev_p, dev_s, dev_scalars = _run_backend(rule, "eager")
+    assert rel_diff(dev_p, host_p) <= 1e-14 and rel_diff(dev_s, host_s) <= 1e-14
+    assert dev_scalars == host_scalars

@@ -21,6 +21,7 @@ The engine calls :func:`span_inputs` for every run it steps; for plain rules it 
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Callable
@@ -36,6 +37,32 @@ class SpanRule(Rule):
     init_scalars: Callable | None = None  # (device) -> {name: 0-d tensor}: the values before step 1
     advance: Callable | None = None  # (step, *old_scalars, **hypers) -> ({name: new 0-d}, {name: derived})
     per_tensor: bool = False
+
+
+class Scalars:
+    """Float64 arithmetic for ``advance``: Python floats when ``step`` is on the CPU (a handful of host
+    operations instead of ~30 0-d tensor kernels: the difference is most of a small model's step),
+    0-d float64 tensors on the device otherwise (no host synchronisation)."""
+
+    def __init__(self, step: torch.Tensor):
+        self.device = step.device
+        self.host = step.device.type == "cpu"
+        self.t = step.item() if self.host else step.to(torch.float64)
+
+    def __call__(self, x):
+        """A hyperparameter (float or 0-d tensor) as a float64 number."""
+        if self.host:
+            return float(x)
+        return torch.as_tensor(x, dtype=torch.float64, device=self.device)
+
+    def sqrt(self, x):
+        return math.sqrt(x) if self.host else x.sqrt()
+
+    def pack(self, values: dict) -> dict:
+        """The results as 0-d float64 tensors (what ``update`` takes under every backend)."""
+        if self.host:
+            return {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
+        return values
 
 
 def segment_norm(x: torch.Tensor, segment_lengths: torch.Tensor) -> torch.Tensor:

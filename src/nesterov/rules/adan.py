@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import torch
 
-from nesterov.engine.segments import SpanRule
-from nesterov.rules.nadamw import f64
+from nesterov.engine.segments import Scalars, SpanRule
 
 
 def advance(step, *, lr, c1, c2, c3, weight_decay, **_):
     """Per-step scalars, once per run in float64 (the elementwise pass then has one division)."""
-    t = step.to(torch.float64)
-    beta1, beta2, beta3 = (1 - f64(c, t.device) for c in (c1, c2, c3))
-    return {}, {
+    x = Scalars(step)
+    t, beta1, beta2, beta3 = x.t, 1 - x(c1), 1 - x(c2), 1 - x(c3)
+    return {}, x.pack({
         "inv_bias_correction1": 1 / (1 - beta1**t),
         "diff_coef": beta2 / (1 - beta2**t),  # β2 / (1 − β2^t)
-        "inv_bias_correction3_sqrt": 1 / (1 - beta3**t).sqrt(),
-        "prox_scale": 1 / (1 + f64(lr, t.device) * f64(weight_decay, t.device)),  # 1 / (1 + ηλ)
-    }
+        "inv_bias_correction3_sqrt": 1 / x.sqrt(1 - beta3**t),
+        "prox_scale": 1 / (1 + x(lr) * x(weight_decay)),  # 1 / (1 + ηλ)
+    })
 
 
 def update(p, g, exp_avg, exp_avg_sq, exp_avg_diff, pre_grad, *, step, inv_bias_correction1, diff_coef,

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import torch
 
-from nesterov.engine.segments import SpanRule, expand, segment_norm
-from nesterov.rules.nadamw import f64
+from nesterov.engine.segments import Scalars, SpanRule, expand, segment_norm
 
 
 def advance(step, *, c1, c2, **_):
-    t = step.to(torch.float64)
-    beta1, beta2 = 1 - f64(c1, t.device), 1 - f64(c2, t.device)
-    return {}, {"inv_bias_correction1": 1 / (1 - beta1**t), "inv_bias_correction2": 1 / (1 - beta2**t)}
+    x = Scalars(step)
+    t, beta1, beta2 = x.t, 1 - x(c1), 1 - x(c2)
+    return {}, x.pack({"inv_bias_correction1": 1 / (1 - beta1**t), "inv_bias_correction2": 1 / (1 - beta2**t)})
 
 
 def update(p, g, exp_avg, exp_avg_sq, *, step, inv_bias_correction1, inv_bias_correction2, segment_ids,

@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from nesterov.engine.segments import SpanRule
-
-
-def f64(x, device):
-    return torch.as_tensor(x, dtype=torch.float64, device=device)
+from nesterov.engine.segments import Scalars, SpanRule
 
 
 def mu_at(t, beta1, momentum_decay):
@@ -41,18 +37,17 @@ def init_scalars(device):
 
 def advance(step, mu_product, *, lr, c1, c2, momentum_decay, **_):
     """Per-step scalars, once per run in float64: the running μ-product and the two step sizes."""
-    t = step.to(torch.float64)
-    lr, psi = f64(lr, t.device), f64(momentum_decay, t.device)
-    beta1, beta2 = 1 - f64(c1, t.device), 1 - f64(c2, t.device)
+    x = Scalars(step)
+    t, lr, psi, beta1, beta2 = x.t, x(lr), x(momentum_decay), 1 - x(c1), 1 - x(c2)
     mu, mu_next = mu_at(t, beta1, psi), mu_at(t + 1, beta1, psi)
-    mu_product = mu_product * mu.to(mu_product.dtype)  # as torch: the running product in its own dtype
-    prod = mu_product.to(torch.float64)
-    derived = {
+    # As torch: the running product in its own dtype, times μ_t rounded to it.
+    mu_product = mu_product * (mu if x.host else mu.to(mu_product.dtype))
+    prod = mu_product.item() if x.host else mu_product.to(torch.float64)
+    return {"mu_product": mu_product}, x.pack({
         "grad_coef": lr * (1 - mu) / (1 - prod),  # η(1 − μ_t)/(1 − Π_t)
         "avg_coef": lr * mu_next / (1 - prod * mu_next),  # η·μ_{t+1}/(1 − Π_t·μ_{t+1})
         "inv_bias_correction2": 1 / (1 - beta2**t),
-    }
-    return {"mu_product": mu_product}, derived
+    })
 
 
 def update(p, g, exp_avg, exp_avg_sq, *, step, grad_coef, avg_coef, inv_bias_correction2, lr, c1, c2, eps,
