@@ -93,7 +93,7 @@ def test_config_toml_round_trip_and_errors(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(dump_toml(cfg.to_dict()))
     assert Config.from_dict(load_toml(path)) == cfg
-    assert cfg.target_accuracy == 0.97 and cfg.momentum == 0.9 and cfg.eval_every == 11
+    assert cfg.target_accuracy == 0.97 and cfg.momentum == 0.9 and cfg.eval_every == 3
     path.write_text('lr = 0.1\nbogus = 3\n')
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['bogus'\]"):
         Config.from_dict(load_toml(path), where=str(path))
@@ -228,7 +228,7 @@ def test_evaluate_matches_a_direct_computation():
 def test_defaults_are_the_readme_recipe(tmp_path):
     cfg = Config().resolved(4000)
     assert (cfg.dataset, cfg.model, cfg.optimizer, cfg.schedule) == ("mnist1d", "cnn1d", "nag", "warmup-cosine")
-    assert (cfg.steps, cfg.eval_every, cfg.batch_size, cfg.target_accuracy) == (155, 31, 128, 0.94)
+    assert (cfg.steps, cfg.eval_every, cfg.batch_size, cfg.target_accuracy) == (155, 16, 128, 0.94)
     assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing) == (0.1, 0.9, 5e-4, 0.1)
     path = tmp_path / "c.toml"
     path.write_text('[train]\nbatch-size = 64\nschedule = "one-cycle"\n')

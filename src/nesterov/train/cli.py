@@ -50,7 +50,8 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single: bool) -> None:
     if single:
         g.add_argument("--seed", type=int, help="default 0")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default auto)")
-    g.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default: one epoch)")
+    g.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default: an epoch, or "
+                                                  "less so that a run has at least 10)")
     g.add_argument("--threads", type=int, help="torch.set_num_threads (default on CPU: 1, fastest for these small "
                                                "models; on GPU: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -30,6 +30,7 @@ DATASET_DEFAULTS = {
     "digits": {"epochs": 30, "target_accuracy": 0.97},
 }
 FALLBACK_EPOCHS = 20
+MIN_EVALS = 10  # default evaluation interval: once per epoch, or more often so that a run has >= 10 points
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Config:
     target_accuracy: float | None = None  # None: the dataset's default (if any)
     seed: int = 0
     device: str = "auto"
-    eval_every: int | None = None  # steps between evaluations/checkpoints; None: once per epoch
+    eval_every: int | None = None  # steps between evaluations/checkpoints; None: per epoch, >= 10 per run
     threads: int | None = None  # torch.set_num_threads; None: 1 on CPU, torch's default elsewhere
 
     # ------------------------------------------------------------------ construction and checks
@@ -116,7 +117,7 @@ class Config:
             self, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"],
             steps=steps, epochs=round(steps / spe, 4),
             target_accuracy=self.target_accuracy if self.target_accuracy is not None else d.get("target_accuracy"),
-            eval_every=min(self.eval_every or spe, steps),
+            eval_every=min(self.eval_every or min(spe, math.ceil(steps / MIN_EVALS)), steps),
         )
 
     def steps_per_epoch(self, n_train: int) -> int:
