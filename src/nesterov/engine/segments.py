@@ -131,7 +131,11 @@ def span_inputs(rule: Rule, state, params: list[torch.Tensor], members: list[int
                 init = init or rule.init_scalars(device)
                 value = init[name]
             old.append(value)
-        new, derived = rule.advance(step, *old, **{name: hypers[name] for name in rule.hypers})
+        hypers = {name: hypers[name] for name in rule.hypers}
+        if not store:  # a warm-up on throw-away inputs: zeros would divide by zero in the scalars
+            hypers = {name: torch.full_like(h, 0.5) if isinstance(h, torch.Tensor) else 0.5
+                      for name, h in hypers.items()}
+        new, derived = rule.advance(step, *old, **hypers)
         if found_inf is not None and new:
             skip = found_inf.reshape(()) != 0
             new = {name: torch.where(skip, o, new[name]) for name, o in zip(rule.scalars, old)}
