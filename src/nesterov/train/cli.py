@@ -101,7 +101,7 @@ def train_main(argv: list[str] | None = None) -> int:
     g.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     args = p.parse_args(argv)
 
-    from .loop import TrainingDiverged, run  # noqa: F401  (heavy imports after argument errors)
+    from .loop import run
 
     try:
         if args.resume:
