@@ -233,3 +233,11 @@ def test_defaults_are_the_readme_recipe(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[train]\nbatch-size = 64\nschedule = "one-cycle"\n')
     assert Config.from_dict(load_toml(path)).resolved(4000).steps == 5 * 62
+
+
+@pytest.mark.parametrize("schedule", ["constant", "warmup-cosine", "linear", "one-cycle"])
+def test_schedules_drive_the_optimizer_lr(schedule):
+    cfg = Config(dataset="digits", model="linear", steps=20, eval_every=2, schedule=schedule, lr=0.2, threads=1)
+    lrs = [row["lr"] for row in loop.run(cfg, None, progress=False, log=lambda m: None).history]
+    expect = [0.2 * Schedule(schedule, 20, 0.1)(step) for step in range(2, 21, 2)]  # lr for the next step
+    assert lrs == pytest.approx(expect)
