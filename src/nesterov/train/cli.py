@@ -54,7 +54,8 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single: bool) -> None:
                                                   "less so that a run has at least 10)")
     g.add_argument("--threads", type=int, help="torch.set_num_threads (default on CPU: 1, fastest for these small "
                                                "models; on GPU: torch's choice)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if single:
+        g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _config_from(args, single: bool) -> tuple[Config, dict]:
