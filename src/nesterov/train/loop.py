@@ -63,7 +63,7 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` over ``(x, y)``; one host sync at the end."""
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=x.device)
+    loss = torch.zeros((), dtype=torch.float32 if x.device.type == "mps" else torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, len(y), EVAL_CHUNK):
         logits = model(x[i:i + EVAL_CHUNK]).float()
