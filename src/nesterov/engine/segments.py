@@ -58,6 +58,10 @@ class Scalars:
     def sqrt(self, x):
         return math.sqrt(x) if self.host else x.sqrt()
 
+    def positive(self, x):
+        """1 where ``x > 0``, else 0."""
+        return float(x > 0) if self.host else (x > 0).to(torch.float64)
+
     def pack(self, values: dict) -> dict:
         """The results as 0-d float64 tensors (what ``update`` takes under every backend)."""
         if self.host:

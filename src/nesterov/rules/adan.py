@@ -34,16 +34,17 @@ def advance(step, *, lr, c1, c2, c3, weight_decay, **_):
         "diff_coef": beta2 / (1 - beta2**t),  # β2 / (1 − β2^t)
         "inv_bias_correction3_sqrt": 1 / x.sqrt(1 - beta3**t),
         "prox_scale": 1 / (1 + x(lr) * x(weight_decay)),  # 1 / (1 + ηλ)
+        "has_prev_grad": x.positive(t - 1),  # the first step's difference is zero
     })
 
 
 def update(p, g, exp_avg, exp_avg_sq, exp_avg_diff, pre_grad, *, step, inv_bias_correction1, diff_coef,
-           inv_bias_correction3_sqrt, prox_scale, lr, c1, c2, c3, eps, weight_decay, maximize=False,
-           no_prox=False):
+           inv_bias_correction3_sqrt, prox_scale, has_prev_grad, lr, c1, c2, c3, eps, weight_decay,
+           maximize=False, no_prox=False):
     if maximize:
         g = -g
     beta2 = 1 - c2
-    diff = torch.where(step > 1, g - pre_grad, torch.zeros_like(g))
+    diff = torch.where(has_prev_grad > 0, g - pre_grad, torch.zeros_like(g))
     exp_avg = (1 - c1) * exp_avg + c1 * g
     exp_avg_diff = beta2 * exp_avg_diff + c2 * diff
     n_in = g + beta2 * diff
@@ -58,8 +59,8 @@ def update(p, g, exp_avg, exp_avg_sq, exp_avg_diff, pre_grad, *, step, inv_bias_
 
 
 def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, pre_grads, *, step,
-                    inv_bias_correction1, diff_coef, inv_bias_correction3_sqrt, prox_scale, lr, c1, c2, c3, eps,
-                    weight_decay, maximize=False, no_prox=False):
+                    inv_bias_correction1, diff_coef, inv_bias_correction3_sqrt, prox_scale, has_prev_grad, lr,
+                    c1, c2, c3, eps, weight_decay, maximize=False, no_prox=False):
     """In-place restatement of :func:`update` (Python-float hyperparameters, int ``step``)."""
     beta2 = 1 - c2
     if maximize:
