@@ -88,3 +88,4 @@ def nag_step(p, g, states, hypers, flags, grad_scale, found_inf, seed):
 
 
 STEPS = {"nag": nag_step}
+STEPS.update(__import__("nesterov.engine.triton_family", fromlist=["STEPS"]).STEPS)  # NAdamW, Adan
