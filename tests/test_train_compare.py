@@ -78,3 +78,13 @@ def test_format_table(values, text):
               "seconds_to_target_sd": None, "seconds_mean": 1.0, "diverged": 0}]
     s = C.format_table(table)
     assert text in s and "0/2" in s and "reached 94 %" in s
+
+
+def test_ctrl_c_stops_the_whole_race(tmp_path, monkeypatch, capsys):
+    from nesterov.train import loop
+
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    out = tmp_path / "race"
+    assert compare_main(["--optimizers", "nag,torch-sgd", "--seeds", "2", "--out", str(out), *RACE]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "  seed 0 " not in err and not out.exists()

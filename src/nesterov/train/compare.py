@@ -55,6 +55,8 @@ def sweep_lrs(names, base: Config, data: Dataset, log) -> tuple[dict, list[dict]
             lr = float(f"{default * f:.3g}")
             res = run(dataclasses.replace(base, optimizer=name, lr=lr), None, progress=False, data=val,
                       log=lambda m: None)
+            if res.exit_code == 130:  # Ctrl-C stops the race, not just this run
+                raise KeyboardInterrupt
             s = res.summary
             acc = s["test_accuracy"] if s["status"] == "completed" else None
             rows.append({"optimizer": name, "lr": lr, "val_accuracy": acc, "val_loss": s.get("test_loss"),
@@ -97,6 +99,8 @@ def compare(names, base: Config, seeds: int, *, sweep: bool = False, lrs: dict |
         for name in names:
             cfg = dataclasses.replace(base, optimizer=name, lr=lrs[name], seed=seed)
             res = run(cfg, None, progress=False, data=data, log=lambda m: None)
+            if res.exit_code == 130:
+                raise KeyboardInterrupt
             s = res.summary
             runs.append({k: s.get(k) for k in ("optimizer", "lr", "seed", "status", "steps", "seconds",
                                                 "test_accuracy", "best_test_accuracy", "steps_to_target",
@@ -245,6 +249,9 @@ def compare_cli(argv, add_run_flags, config_from) -> int:
     except (ConfigError, OptimizerError, ValueError, OSError) as e:
         print(f"nesterov compare: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nnesterov compare: interrupted; nothing written", file=sys.stderr)
+        return 130
     cfg = result["config"]
     print(f"{cfg.dataset} / {cfg.model}: {cfg.steps} steps of batch {cfg.batch_size}, {cfg.schedule}, "
           f"{args.seeds} seed(s){', lrs from a validation sweep' if args.sweep else ''}")
