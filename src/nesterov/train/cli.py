@@ -135,6 +135,9 @@ def train_main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, OSError) as e:
         print(f"nesterov train: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the first step (data, model); the loop handles its own
+        print("\nnesterov train: interrupted", file=sys.stderr)
+        return 130
     s = result.summary
     if result.exit_code == 130:
         return 130
