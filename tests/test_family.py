@@ -464,3 +464,23 @@ def test_per_step_scalars_agree_on_host_and_device(rule, monkeypatch):
     dev_p, dev_s, dev_scalars = _run_backend(rule, "eager")
     assert rel_diff(dev_p, host_p) <= 1e-14 and rel_diff(dev_s, host_s) <= 1e-14
     assert dev_scalars == host_scalars
+
+
+def test_nadamw_loads_a_checkpoint_with_a_float_mu_product():
+    """Old torch checkpoints stored ``mu_product`` as a Python float; torch NAdam accepts them, so do we."""
+    params = make_params()
+    ref = torch.optim.NAdam(params, lr=1e-2)
+    run(ref, params, grad_sequence(SHAPES, 3, 0))
+    saved = copy.deepcopy(ref.state_dict())
+    for entry in saved["state"].values():
+        entry["mu_product"] = float(entry["mu_product"])
+    a, b = make_params(), make_params()
+    for x, y, p in zip(a, b, params):
+        x.data.copy_(p.detach())
+        y.data.copy_(p.detach())
+    ours, theirs = NAdamW(a, lr=1e-2, decoupled_weight_decay=False), torch.optim.NAdam(b, lr=1e-2)
+    ours.load_state_dict(copy.deepcopy(saved))
+    theirs.load_state_dict(copy.deepcopy(saved))
+    rest = grad_sequence(SHAPES, 3, 1)
+    for x, y in zip(run(ours, a, rest), run(theirs, b, rest)):
+        assert rel_diff(x, y) <= 1e-12

@@ -131,9 +131,10 @@ def span_inputs(rule: Rule, state, params: list[torch.Tensor], members: list[int
         old = []
         for name in rule.scalars:
             value = first.get(name)
-            if value is None:
+            if value is None or not isinstance(value, torch.Tensor):  # absent, or a float (old checkpoints)
                 init = init or rule.init_scalars(device)
-                value = init[name]
+                value = init[name] if value is None else torch.tensor(float(value), dtype=init[name].dtype,
+                                                                      device=device)
             old.append(value)
         hypers = {name: hypers[name] for name in rule.hypers}
         if not store:  # a warm-up on throw-away inputs: zeros would divide by zero in the scalars
