@@ -12,29 +12,28 @@ import torch
 import triton
 import triton.language as tl
 
-from nesterov.engine.precision import GOLDEN, HIGH16, MASK32, MIX
+from nesterov.engine.precision import GOLDEN, HIGH16, LOW16, MIX
 
 BLOCK = 1024
 
 
 @triton.jit
 def _hash32(index, seed):
-    # Same arithmetic as nesterov.engine.precision.hash32, in int64.
-    h = ((index & MASK32) * GOLDEN + seed) & MASK32
-    h = h ^ (h >> 16)
-    h = (h * MIX) & MASK32
-    h = h ^ (h >> 16)
-    h = (h * MIX) & MASK32
-    return h ^ (h >> 16)
+    # Same arithmetic as nesterov.engine.precision.hash32: int32, wrap-around multiplication.
+    h = index * GOLDEN + seed
+    h = h ^ ((h >> 16) & LOW16)
+    h = h * MIX
+    h = h ^ ((h >> 16) & LOW16)
+    h = h * MIX
+    return h ^ ((h >> 16) & LOW16)
 
 
 @triton.jit
 def _store_state(ptr, offs, mask, value, seed, STATE_BF16: tl.constexpr):
     if STATE_BF16:
-        noise = _hash32(offs.to(tl.int64), seed) & 0xFFFF
-        bits = value.to(tl.float32).to(tl.int32, bitcast=True).to(tl.int64)
-        rounded = ((bits + noise) & HIGH16).to(tl.int32).to(tl.float32, bitcast=True)
-        rounded = tl.where(value != value, value.to(tl.float32), rounded)
+        noise = _hash32(offs.to(tl.int32), seed) & LOW16
+        bits = value.to(tl.float32).to(tl.int32, bitcast=True)
+        rounded = ((bits + noise) & HIGH16).to(tl.float32, bitcast=True)
         tl.store(ptr + offs, rounded.to(tl.bfloat16), mask=mask)
     else:
         tl.store(ptr + offs, value.to(ptr.dtype.element_ty), mask=mask)
