@@ -10,8 +10,8 @@ For each parameter tensor w (one segment of the flat span), with λ = weight_dec
 
 With ``exclude_1d`` (default) 1-D tensors (biases, norm scales) get ρ = 1 and λ = 0 (Adam's step), as
 in the paper's BERT setup. Bias corrections are computed once per run in float64 and the betas arrive
-as complements c_i = 1 − β_i (see :mod:`nesterov.rules.nadamw`); per-tensor norms are segment sums
-(:mod:`nesterov.engine.segments`).
+as complements c_i = 1 − β_i (see :mod:`nesterov.rules.nadamw`); per-tensor norms and broadcasts are
+:mod:`nesterov.engine.segments`' (norms of views, a gather).
 """
 
 from __future__ import annotations

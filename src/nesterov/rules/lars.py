@@ -10,7 +10,7 @@ For each parameter tensor w (one segment of the flat span), with λ = weight_dec
 
 With ``exclude_1d`` (default) 1-D tensors (biases, norm scales) get ρ = 1 and λ = 0: plain Nesterov SGD,
 as in the authors' reference code (``exclude_from_weight_decay`` / ``exclude_from_layer_adaptation``).
-The per-tensor norms are segment sums over the flat span (:mod:`nesterov.engine.segments`).
+The per-tensor norms and broadcasts are :mod:`nesterov.engine.segments`' (norms of views, a gather).
 """
 
 from __future__ import annotations
