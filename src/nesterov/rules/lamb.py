@@ -42,6 +42,31 @@ def update(p, g, exp_avg, exp_avg_sq, *, step, inv_bias_correction1, inv_bias_co
     return p, exp_avg, exp_avg_sq
 
 
+def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, *, step, inv_bias_correction1, inv_bias_correction2,
+                    segment_ids, segment_lengths, matrix, lr, c1, c2, eps, weight_decay, maximize=False,
+                    exclude_1d=True):
+    """In-place restatement of :func:`update` on the span's per-tensor views (the small-model path)."""
+    sizes = segment_lengths.tolist()[:-1]  # the last segment is padding
+    ps, gs, ms, vs = (list(t[0].split(sizes)) for t in (params, grads, exp_avgs, exp_avg_sqs))
+    if maximize:
+        gs = torch._foreach_neg(gs)
+    adapt = matrix.tolist()[:-1] if exclude_1d else [True] * len(sizes)
+    torch._foreach_lerp_(ms, gs, c1)
+    torch._foreach_mul_(vs, 1 - c2)
+    torch._foreach_addcmul_(vs, gs, gs, c2)
+    denom = torch._foreach_mul(vs, inv_bias_correction2.item())
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)
+    r = torch._foreach_mul(ms, inv_bias_correction1.item())
+    torch._foreach_div_(r, denom)
+    torch._foreach_add_(r, torch._foreach_mul(ps, [weight_decay if a else 0.0 for a in adapt]))
+    w_norms = torch.stack(torch._foreach_norm(ps)).tolist()
+    r_norms = torch.stack(torch._foreach_norm(r)).tolist()
+    trust = [w / q if a and w > 0 and q > 0 else 1.0 for a, w, q in zip(adapt, w_norms, r_norms)]
+    torch._foreach_mul_(r, [-lr * t for t in trust])
+    torch._foreach_add_(ps, r)
+
+
 LAMB_RULE = SpanRule(
     name="lamb",
     states=("exp_avg", "exp_avg_sq"),
@@ -49,6 +74,7 @@ LAMB_RULE = SpanRule(
     flags=("maximize", "exclude_1d"),
     uses_step=True,
     update=update,
+    update_foreach_=update_foreach_,
     advance=advance,
     per_tensor=True,
 )

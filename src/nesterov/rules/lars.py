@@ -35,11 +35,36 @@ def update(p, g, momentum_buffer, *, step=None, segment_ids, segment_lengths, ma
     return p, momentum_buffer
 
 
+def update_foreach_(params, grads, momentum_buffers, *, segment_ids, segment_lengths, matrix, lr, momentum,
+                    weight_decay, trust_coefficient, eps, maximize=False, nesterov=True, exclude_1d=True):
+    """In-place restatement of :func:`update` on the span's per-tensor views (the small-model path)."""
+    sizes = segment_lengths.tolist()[:-1]  # the last segment is padding
+    ps, gs, bs = (list(t[0].split(sizes)) for t in (params, grads, momentum_buffers))
+    if maximize:
+        gs = torch._foreach_neg(gs)
+    adapt = matrix.tolist()[:-1] if exclude_1d else [True] * len(sizes)
+    w_norms = torch.stack(torch._foreach_norm(ps)).tolist()
+    g_norms = torch.stack(torch._foreach_norm(gs)).tolist()
+    decay = [weight_decay if a else 0.0 for a in adapt]
+    trust = [trust_coefficient * w / (g + lam * w + eps) if a and w > 0 and g > 0 else 1.0
+             for a, w, g, lam in zip(adapt, w_norms, g_norms, decay)]
+    d = torch._foreach_mul(gs, trust)
+    torch._foreach_add_(d, torch._foreach_mul(ps, [t * lam for t, lam in zip(trust, decay)]))
+    torch._foreach_mul_(bs, momentum)
+    torch._foreach_add_(bs, d)
+    if nesterov:
+        torch._foreach_add_(d, bs, alpha=momentum)
+        torch._foreach_add_(ps, d, alpha=-lr)
+    else:
+        torch._foreach_add_(ps, bs, alpha=-lr)
+
+
 LARS_RULE = SpanRule(
     name="lars",
     states=("momentum_buffer",),
     hypers=("lr", "momentum", "weight_decay", "trust_coefficient", "eps"),
     flags=("maximize", "nesterov", "exclude_1d"),
     update=update,
+    update_foreach_=update_foreach_,
     per_tensor=True,
 )
