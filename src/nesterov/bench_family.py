@@ -56,7 +56,6 @@ def lars_spec() -> BenchSpec:
         },
         bytes_per_param=lambda pb, sb: 5 * pb + 2 * sb,  # norms: read p, g; update: read p, g, b, write p, b
         reference="torch SGD fused",
-        backends=("eager", "compile", "auto"),
     )
 
 
@@ -72,5 +71,4 @@ def lamb_spec() -> BenchSpec:
         # pass 1: read p, g, m, v, write m, v (norms of p and r); pass 2: read p, m, v, write p
         bytes_per_param=lambda pb, sb: 4 * pb + 6 * sb,
         reference="torch AdamW fused",
-        backends=("eager", "compile", "auto"),
     )
