@@ -5,10 +5,11 @@ Two kinds, both declared on a :class:`SpanRule` (a :class:`~nesterov.rules.base.
 - **running 0-d states** (``scalars``), like torch NAdam's ``mu_product``: one 0-d tensor per parameter in
   ``optimizer.state[p]`` (torch's layout), shared by the members of a run exactly like ``step`` (a run
   never mixes step counts). ``advance(step, *old, **hypers) -> (new_scalars, derived)`` moves them one
-  step on the device (no host sync; a GradScaler-skipped step keeps the old values); ``derived`` (the
-  per-step scalars the update reads) is handed to ``update`` as keyword arguments. ``advance`` is also where a rule computes
-  its per-step scalars (bias corrections, NAdam's μ_t) once per run in float64, as torch does with
-  Python floats: in float32, 1 − 0.999^t loses three of its seven digits.
+  step (a GradScaler-skipped step keeps the old values); ``derived``, the per-step scalars the update
+  reads, is handed to ``update`` as keyword arguments. ``advance`` is where a rule computes those
+  scalars (bias corrections, NAdam's μ_t) once per run in float64, as torch does with Python floats (in
+  float32, 1 − 0.999^t loses three of its seven digits): on the host for CPU steps, as 0-d tensors on
+  other devices (no synchronisation), through :class:`Scalars`.
 - **per-tensor segments** (``per_tensor``), for layer-wise trust ratios (LARS, LAMB): ``update`` gets
   ``segment_ids`` (int32, the index of each element's tensor within the span), ``segment_lengths`` and
   ``matrix`` (bool, ``ndim > 1``), one per tensor plus a padding segment of length 0. :func:`segment_norm`
