@@ -1,4 +1,8 @@
-"""NAG under FSDP2 on a real two-process gloo group: DTensor params take the per-tensor path."""
+"""NAG under FSDP2 and DDP on a real two-process gloo group.
+
+FSDP2's DTensor params take the per-tensor path; under DDP the averaged gradients land in the arena
+(written into p.grad by DDP's reducer, or copied from its buckets with gradient_as_bucket_view).
+"""
 
 from __future__ import annotations
 
@@ -36,15 +40,39 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
             for p, q in zip(ours.parameters(), ref.parameters())
         )
         loose = sum(len(rt.loose) for rt in opt._runtimes)
+        ddp_diffs = [_ddp_diff(rank, bucket_view) for bucket_view in (False, True)]
         if rank == 0:
-            torch.save({"diff": diff, "loose": loose, "params": len(list(ours.parameters()))}, out_file)
+            torch.save({"diff": diff, "loose": loose, "params": len(list(ours.parameters())),
+                        "ddp": ddp_diffs}, out_file)
     finally:
         dist.destroy_process_group()
 
 
-def test_nag_matches_torch_sgd_under_fsdp2(tmp_path):
+def _ddp_diff(rank: int, bucket_view: bool) -> float:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    def make():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+        return DDP(net, gradient_as_bucket_view=bucket_view)
+
+    ours, ref = make(), make()
+    opt = nesterov.NAG(ours.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
+    gen = torch.Generator().manual_seed(100 + rank)  # each rank its own data: DDP must average
+    for _ in range(4):
+        x, y = torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+        for model, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            o.step()
+    return max((p - q).abs().max().item() for p, q in zip(ours.parameters(), ref.parameters()))
+
+
+def test_nag_matches_torch_sgd_under_fsdp2_and_ddp(tmp_path):
     out = tmp_path / "result.pt"
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
     result = torch.load(out)
     assert result["loose"] == result["params"]  # DTensors cannot be arena views: per-tensor rule
     assert result["diff"] <= 1e-6
+    assert max(result["ddp"]) <= 1e-6
