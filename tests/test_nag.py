@@ -15,6 +15,8 @@ from nesterov import NAG
 from nesterov.engine import backends as B
 from nesterov.rules import nag as nag_rule
 
+from _digits import train_digits
+
 BACKENDS = ["eager", "foreach", "compile", "triton"]
 # Triton kernels run natively where there is a GPU, under the interpreter on CPU (tests/conftest.py).
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -520,25 +522,10 @@ def test_bf16_momentum_keeps_small_updates():
     assert abs(buf.mean().item() - exact) / exact < 0.01
 
 
-def _train_digits(state_dtype, seed=0, epochs=15):
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(data.target)
-    gen = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(x), generator=gen)
-    train, test = order[:1400], order[1400:]
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-    opt = NAG(model.parameters(), lr=0.05, momentum=0.9, state_dtype=state_dtype)
-    for _ in range(epochs):
-        for idx in train[torch.randperm(len(train), generator=gen)].split(64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    with torch.no_grad():
-        return (model(x[test]).argmax(1) == y[test]).float().mean().item()
+def _train_digits(state_dtype, seed=0):
+    return train_digits(
+        lambda model: NAG(model.parameters(), lr=0.05, momentum=0.9, state_dtype=state_dtype), seed=seed
+    )
 
 
 def test_bf16_state_trains_as_well_as_fp32_state():

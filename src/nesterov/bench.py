@@ -9,6 +9,7 @@ Cold start (the first step, compilation included) is reported separately from th
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import sys
@@ -103,13 +104,17 @@ def _nag_spec() -> BenchSpec:
 
 
 # Rules register here: name -> a function building its BenchSpec (imports stay lazy).
+def _lazy(module: str, name: str) -> Callable[[], BenchSpec]:
+    return lambda: getattr(importlib.import_module(module), name)()
+
+
 OPTIMIZERS: dict[str, Callable[[], BenchSpec]] = {
     "nag": _nag_spec,
-    "muon": lambda: __import__("nesterov.bench_muon", fromlist=["muon_spec"]).muon_spec(),
-    "nadamw": lambda: __import__("nesterov.bench_family", fromlist=["nadamw_spec"]).nadamw_spec(),
-    "adan": lambda: __import__("nesterov.bench_family", fromlist=["adan_spec"]).adan_spec(),
-    "lars": lambda: __import__("nesterov.bench_family", fromlist=["lars_spec"]).lars_spec(),
-    "lamb": lambda: __import__("nesterov.bench_family", fromlist=["lamb_spec"]).lamb_spec(),
+    "muon": _lazy("nesterov.bench_muon", "muon_spec"),
+    "nadamw": _lazy("nesterov.bench_family", "nadamw_spec"),
+    "adan": _lazy("nesterov.bench_family", "adan_spec"),
+    "lars": _lazy("nesterov.bench_family", "lars_spec"),
+    "lamb": _lazy("nesterov.bench_family", "lamb_spec"),
 }
 
 
@@ -294,16 +299,16 @@ def format_table(result: dict) -> str:
         f"floor: {result['floor_bytes_per_param']} B/param ÷ in-place triad {result['triad_GBps']:.1f} GB/s = "
         f"{result['floor_ms']:.2f} ms · medians of {result['repeats']} steps",
         "",
-        f"{'':28s} {'median ms':>10s} {'GB/s':>7s} {'× ' + (result['reference'] or '-'):>18s} "
+        f"{'':36s} {'median ms':>10s} {'GB/s':>7s} {'× ' + (result['reference'] or '-'):>18s} "
         f"{'× floor':>8s} {'cold start ms':>14s}",
     ]
     for r in result["rows"]:
         ref = f"{r['vs_reference']:.2f}" if r["vs_reference"] is not None else "-"
         lines.append(
-            f"{r['name']:28s} {r['median_ms']:10.3f} {r['effective_GBps']:7.1f} {ref:>18s} "
+            f"{r['name']:36s} {r['median_ms']:10.3f} {r['effective_GBps']:7.1f} {ref:>18s} "
             f"{r['vs_floor']:8.2f} {r['cold_start_ms']:14.1f}" + (f"  {r['note']}" if r["note"] else "")
         )
-    lines.append(f"{'bandwidth floor':28s} {result['floor_ms']:10.3f}")
+    lines.append(f"{'bandwidth floor':36s} {result['floor_ms']:10.3f}")
     return "\n".join(lines)
 
 

@@ -41,6 +41,18 @@ def _dense(p: torch.Tensor) -> bool:
     return True
 
 
+def partition(params) -> tuple[dict[tuple, list[torch.Tensor]], list[torch.Tensor]]:
+    """Split ``params`` into arena members by (device, dtype), and the ones that cannot be views."""
+    buckets: dict[tuple, list[torch.Tensor]] = {}
+    loose = []
+    for p in params:
+        if fits_arena(p):
+            buckets.setdefault((p.device, p.dtype), []).append(p)
+        else:
+            loose.append(p)
+    return buckets, loose
+
+
 class Arena:
     """Parameters, gradients and optimizer state of one group on one (device, dtype), flat.
 

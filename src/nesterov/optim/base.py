@@ -15,7 +15,7 @@ import torch
 import torch.optim.optimizer as torch_optimizer
 
 from nesterov.engine import backends as B
-from nesterov.engine.arena import Arena, fits_arena
+from nesterov.engine.arena import Arena, partition
 from nesterov.engine.precision import mix_seed
 from nesterov.engine.segments import span_inputs
 from nesterov.rules.base import Rule
@@ -125,13 +125,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
         return [p[1] if isinstance(p, tuple) else p for p in params if isinstance(p, (torch.Tensor, tuple))]
 
     def _build_runtime(self, params: list[torch.Tensor]) -> _GroupRuntime:
-        buckets: dict[tuple, list[torch.Tensor]] = {}
-        loose = []
-        for p in params:
-            if fits_arena(p):
-                buckets.setdefault((p.device, p.dtype), []).append(p)
-            else:
-                loose.append(p)
+        buckets, loose = partition(params)
         arenas = []
         for (device, dtype), members in buckets.items():
             state_dtype = self.state_dtype or dtype

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from nesterov.engine.arena import Arena, fits_arena
+from nesterov.engine.arena import Arena, partition
 from nesterov.engine.matrices import batched_apply
 from nesterov.engine.precision import mix_seed, round_to
 from nesterov.optim.base import check_number
@@ -237,13 +237,7 @@ class Muon(torch.optim.Optimizer):
         self.aux.state = self.state
 
     def _build_runtime(self, params: list[torch.Tensor]) -> _MuonRuntime:
-        by_key: dict[tuple, list[torch.Tensor]] = {}
-        loose = []
-        for p in params:
-            if fits_arena(p):
-                by_key.setdefault((p.device, p.dtype), []).append(p)
-            else:
-                loose.append(p)
+        by_key, loose = partition(params)
         arenas = [Arena(members, {"momentum_buffer": self.state_dtype or dtype})
                   for (_, dtype), members in by_key.items()]
         return _MuonRuntime(arenas, loose)
