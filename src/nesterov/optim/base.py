@@ -309,8 +309,14 @@ class ArenaOptimizer(torch.optim.Optimizer):
         return backend
 
     def _warmup_args(self, ar: _ArenaRuntime, flags, grad_scale, found_inf) -> tuple:
+        """Throw-away inputs shaped like this arena's, for compiling its kernel in the background.
+
+        Sizes are dynamic, but inductor takes its codegen decisions (parallelise the loop or not) from
+        the example's size: a tiny example gave a single-threaded kernel that later served every
+        arena, 2× slower on two cores. So the example is as long as the arena, up to 2²⁰ elements.
+        """
         arena = ar.arena
-        n = 64
+        n = max(64, min(arena.numel, 1 << 20))
         p = torch.zeros(n, dtype=arena.dtype, device=arena.device)
         states = [torch.zeros(n, dtype=s.dtype, device=arena.device) for s in arena.flat_states.values()]
         hypers = {k: torch.zeros_like(t) for k, t in ar.hyper_tensors.items()}
