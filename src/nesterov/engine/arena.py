@@ -53,6 +53,17 @@ def partition(params) -> tuple[dict[tuple, list[torch.Tensor]], list[torch.Tenso
     return buckets, loose
 
 
+def zero_loose_grads(params, set_to_none: bool) -> None:
+    """``zero_grad`` for parameters outside any arena, as torch.optim does it."""
+    for p in params:
+        if p.grad is not None:
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad.detach_()
+                p.grad.zero_()
+
+
 class Arena:
     """Parameters, gradients and optimizer state of one group on one (device, dtype), flat.
 

@@ -15,7 +15,7 @@ import torch
 import torch.optim.optimizer as torch_optimizer
 
 from nesterov.engine import backends as B
-from nesterov.engine.arena import Arena, partition
+from nesterov.engine.arena import Arena, partition, zero_loose_grads
 from nesterov.engine.precision import mix_seed
 from nesterov.engine.segments import span_inputs
 from nesterov.rules.base import Rule
@@ -160,13 +160,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
         for runtime in self._runtimes:
             for ar in runtime.arenas:
                 ar.arena.zero_grad(set_to_none)
-            for p in runtime.loose:
-                if p.grad is not None:
-                    if set_to_none:
-                        p.grad = None
-                    else:
-                        p.grad.detach_()
-                        p.grad.zero_()
+            zero_loose_grads(runtime.loose, set_to_none)
 
     def step(self, closure=None):
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from nesterov.engine.arena import Arena, partition
+from nesterov.engine.arena import Arena, partition, zero_loose_grads
 from nesterov.engine.matrices import batched_apply
 from nesterov.engine.precision import mix_seed, round_to
 from nesterov.optim.base import check_number
@@ -252,13 +252,7 @@ class Muon(torch.optim.Optimizer):
         for _, _, rt in self._muon_groups():
             for arena in rt.arenas:
                 arena.zero_grad(set_to_none)
-            for p in rt.loose:
-                if p.grad is not None:
-                    if set_to_none:
-                        p.grad = None
-                    else:
-                        p.grad.detach_()
-                        p.grad.zero_()
+            zero_loose_grads(rt.loose, set_to_none)
         if self.aux is not None:
             self.aux.zero_grad(set_to_none)
 
