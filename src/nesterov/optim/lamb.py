@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nesterov.optim.base import ArenaOptimizer, check_number
-from nesterov.optim.nadamw import check_betas, check_flags
+from nesterov.optim.base import ArenaOptimizer
+from nesterov.optim.nadamw import check_adaptive, check_flags
 from nesterov.rules.lamb import LAMB_RULE
 
 
@@ -27,8 +27,5 @@ class LAMB(ArenaOptimizer):
         super().__init__(params, defaults, backend=backend, state_dtype=state_dtype)
 
     def check_hypers(self, group: dict, where: str) -> None:
-        check_number(f"lr{where}", group["lr"], low=0.0)
-        check_betas(group, where, 2)
-        check_number(f"eps{where}", group["eps"], low=0.0, low_open=True)
-        check_number(f"weight_decay{where}", group["weight_decay"], low=0.0)
+        check_adaptive(group, where, betas=2)
         check_flags(group, where, ("exclude_1d", "maximize"))

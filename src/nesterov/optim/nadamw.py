@@ -17,6 +17,14 @@ def check_betas(group: dict, where: str, count: int) -> None:
         group[f"c{i + 1}"] = 1.0 - float(beta)
 
 
+def check_adaptive(group: dict, where: str, betas: int) -> None:
+    """The checks every Adam-type rule shares: lr ≥ 0, ``betas`` betas in [0, 1), eps > 0, weight_decay ≥ 0."""
+    check_number(f"lr{where}", group["lr"], low=0.0)
+    check_betas(group, where, betas)
+    check_number(f"eps{where}", group["eps"], low=0.0, low_open=True)
+    check_number(f"weight_decay{where}", group["weight_decay"], low=0.0)
+
+
 def check_flags(group: dict, where: str, names) -> None:
     for name in names:
         if not isinstance(group[name], bool):
@@ -51,9 +59,6 @@ class NAdamW(ArenaOptimizer):
         super().__init__(params, defaults, backend=backend, state_dtype=state_dtype)
 
     def check_hypers(self, group: dict, where: str) -> None:
-        check_number(f"lr{where}", group["lr"], low=0.0)
-        check_betas(group, where, 2)
-        check_number(f"eps{where}", group["eps"], low=0.0, low_open=True)
-        check_number(f"weight_decay{where}", group["weight_decay"], low=0.0)
+        check_adaptive(group, where, betas=2)
         check_number(f"momentum_decay{where}", group["momentum_decay"], low=0.0)
         check_flags(group, where, ("decoupled_weight_decay", "maximize"))
