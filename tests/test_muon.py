@@ -591,3 +591,31 @@ def test_default_ns_dtype_follows_the_hardware(monkeypatch):
 
 def test_public_name():
     assert nesterov.Muon is Muon
+
+
+def test_step_inside_a_torch_compiled_training_step():
+    """A compiled training step runs Muon's step eagerly (one graph break) and equals an eager run."""
+
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+    model, ref = make(), make()
+    opt = Muon(model.parameters(), lr=0.05, ns_dtype=torch.float32)
+    ref_opt = Muon(ref.parameters(), lr=0.05, ns_dtype=torch.float32)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+
+    @torch.compile
+    def train_step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(3):
+        train_step()
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(x), y).backward()
+        ref_opt.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+    assert all(len(opt.state[p]) > 0 for p in model.parameters())

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Hashable, Sequence
 
 import torch
+from torch.distributed.tensor import DTensor, Replicate
 
 
 def wide(m: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -62,3 +63,20 @@ def batched_apply(fn: Callable[[torch.Tensor], torch.Tensor], matrices: Sequence
             for slot, (i, (_, transposed)) in enumerate(zip(chunk, oriented)):
                 results[i] = out[slot].mT if transposed else out[slot]
     return results  # type: ignore[return-value]
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` whole on every rank: a DTensor (FSDP2 shards each matrix by rows) is all-gathered, since an
+    orthogonalisation needs the entire matrix; a plain tensor is returned as it is."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The part of ``full`` (the same on every rank) that ``like``'s sharding puts on this rank.
+
+    Replicate → ``like.placements`` is a local slice: no communication."""
+    if not isinstance(like, DTensor):
+        return full
+    mesh = like.device_mesh
+    replicated = DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
+    return replicated.redistribute(mesh, like.placements)

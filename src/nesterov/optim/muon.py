@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 from nesterov.engine.arena import Arena, partition, zero_loose_grads
-from nesterov.engine.matrices import batched_apply
+from nesterov.engine.matrices import batched_apply, full_tensor, shard_like
 from nesterov.engine.precision import mix_seed, round_to
 from nesterov.optim.base import check_number
 from nesterov.rules import muon as R
@@ -259,9 +259,16 @@ class Muon(torch.optim.Optimizer):
     def _ns_dtype(self, p: torch.Tensor) -> torch.dtype:
         return self.ns_dtype or R.default_ns_dtype(p.device, p.dtype)
 
-    @torch.no_grad()
     def step(self, closure=None):
         """One step of Muon on the matrices and of the auxiliary rule on the rest."""
+        if torch.compiler.is_compiling():
+            # Inside a torch.compile'd training step: one graph break, then the step as always (its
+            # bookkeeping and per-shape batching would otherwise be retraced, and guarded, every step).
+            return self._step_outside_compile(closure)
+        return self._step(closure)
+
+    @torch.no_grad()
+    def _step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -309,7 +316,7 @@ class Muon(torch.optim.Optimizer):
                 new_buf, u = R.nesterov_momentum(p.grad, buf.to(p.dtype), **hyper)
                 buf.copy_(round_to(new_buf, buf.dtype, mix_seed(self._seed_counter, id(p) & 0xFFFF)))
                 params.append(p)
-                directions.append(R.as_matrix(u))
+                directions.append(R.as_matrix(full_tensor(u)))  # each rank orthogonalises the whole matrix
                 groups.append(i)
         if not params:
             return loss
@@ -331,9 +338,11 @@ class Muon(torch.optim.Optimizer):
         for p, O, i in zip(params, updates, groups):
             group = self.param_groups[i]
             lr = float(group["lr"])
-            R.descend_(p, O.reshape(p.shape), lr=lr, weight_decay=float(group["weight_decay"]),
+            R.descend_(p, shard_like(O.reshape(p.shape), p), lr=lr, weight_decay=float(group["weight_decay"]),
                        adjusted=R.adjusted_lr(lr, group["adjust_lr_fn"], p.shape))
         return loss
+
+    _step_outside_compile = torch._disable_dynamo(_step)
 
     # -- state_dict ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
