@@ -305,6 +305,39 @@ def test_grad_scaler_skipped_step_changes_nothing(rule):
             assert torch.equal(opt.state[p][name], value), name
 
 
+@pytest.mark.parametrize("backend", ["eager", "foreach", "compile"])
+@pytest.mark.parametrize("rule", ["lars", "lamb"])
+def test_per_tensor_rules_see_each_tensor_alone(rule, backend):
+    """LARS/LAMB arenas pad each tensor to whole rows: a tensor's trajectory equals its trajectory in an
+    optimizer of its own (whatever its neighbours, or their missing gradients), and the padding stays 0."""
+    shapes = [(300,), (17, 19), (5,), (2, 256), (40, 3, 3)]
+    grads = grad_sequence(shapes, 4, 3)
+    for step_grads in grads[1::2]:
+        step_grads[1] = None  # (17, 19) sits out every other step: the runs split around it
+    hp = dict(maximize=True)
+    together = make_params(shapes)
+    opt = RULES[rule](together, backend=backend, **hp)
+    arena = opt._runtimes[0].arenas[0].arena
+    assert arena.numel % 256 == 0 and all(o % 256 == 0 for o in arena.offsets)
+    for step_grads in grads:
+        for p, g in zip(together, step_grads):
+            p.grad = None if g is None else g.clone()
+        opt.step()
+    for k, shape in enumerate(shapes):
+        alone = make_params(shapes)[k:k + 1]
+        alone_opt = RULES[rule](alone, backend="eager", **hp)
+        for step_grads in grads:
+            if step_grads[k] is not None:
+                alone[0].grad = step_grads[k].clone()
+                alone_opt.step()
+        assert rel_diff(together[k].detach(), alone[0].detach()) <= 1e-13, shape
+    padding = torch.ones(arena.numel, dtype=torch.bool)
+    for offset, p in zip(arena.offsets, together):
+        padding[offset:offset + p.numel()] = False
+    for flat in (arena.flat_param, arena.flat_grad, *arena.flat_states.values()):
+        assert not flat[padding].any()
+
+
 def test_nadamw_loose_param_matches_arena_param():
     """A parameter that cannot join an arena (non-dense view) takes the same step, mu_product included."""
     base = torch.randn(6, 8, dtype=torch.float64)

@@ -72,17 +72,21 @@ class Arena:
     steps, the same step count), so a model with frozen parts still gets a few long passes.
     """
 
-    def __init__(self, params: list[torch.Tensor], states: dict[str, torch.dtype]):
+    def __init__(self, params: list[torch.Tensor], states: dict[str, torch.dtype], align: int = 1):
         first = params[0]
         self.device, self.dtype = first.device, first.dtype
         self.params = list(params)
-        self.offsets = []
+        # Each tensor's slot is a whole number of ``align`` elements (per-tensor rules see the arena as
+        # rows of that length); the padding is zero everywhere and never belongs to a view.
+        self.offsets, self.slots = [], []
         total = 0
         for p in self.params:
             self.offsets.append(total)
-            total += p.numel()
+            self.slots.append(-(-p.numel() // align) * align)
+            total += self.slots[-1]
         self.numel = total
-        self.flat_param = torch.empty(total, dtype=self.dtype, device=self.device)
+        self.align = align
+        self.flat_param = torch.zeros(total, dtype=self.dtype, device=self.device)
         self.flat_grad = torch.zeros(total, dtype=self.dtype, device=self.device)
         self.flat_states = {
             name: torch.zeros(total, dtype=dtype, device=self.device) for name, dtype in states.items()
@@ -179,7 +183,7 @@ class Arena:
                 continue
             if grad.layout != torch.strided or grad.data_ptr() != grad_ptrs[i] or grad.stride() != p.stride():
                 self._bind_grad(p, i)
-            start, end = self.offsets[i], self.offsets[i] + p.numel()
+            start, end = self.offsets[i], self.offsets[i] + self.slots[i]
             last = spans[-1] if spans else None
             if (
                 last is not None

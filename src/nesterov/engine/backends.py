@@ -36,6 +36,12 @@ BACKENDS = ("auto", "compile", "triton", "foreach", "eager")
 AUTO_COMPILE_MIN_NUMEL = int(os.environ.get("NESTEROV_AUTO_COMPILE_MIN_NUMEL", 1 << 18))
 
 
+# A value that several outputs use (LARS's scaled direction feeds both momentum and parameter) is
+# recomputed in the one pass rather than written to a fresh arena-sized buffer: with inductor's default
+# (realise after 4 reads) the buffer's allocation, page faults included, cost more than the whole step.
+INDUCTOR_OPTIONS = {"realize_reads_threshold": 16}
+
+
 def fused_step(rule: Rule, p, g, states, hypers, flags, step, grad_scale, found_inf, seed):
     """One step of ``rule`` on tensors ``p``/``g``/``states`` (flat or not), written back in place.
 
@@ -76,7 +82,7 @@ class _Compiled:
                 name = "fused_step_" + "_".join(str(k).replace(".", "_") for k in key)
                 code = fused_step.__code__.replace(co_name=name[:200])
                 fn = types.FunctionType(code, fused_step.__globals__, name[:200])
-                kernel = self.kernels[key] = torch.compile(fn, dynamic=True, fullgraph=True)
+                kernel = self.kernels[key] = torch.compile(fn, dynamic=True, fullgraph=True, options=INDUCTOR_OPTIONS)
             return kernel
 
     def warm_in_background(self, key: tuple, example: tuple) -> None:

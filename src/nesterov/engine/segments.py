@@ -10,11 +10,12 @@ Two kinds, both declared on a :class:`SpanRule` (a :class:`~nesterov.rules.base.
   scalars (bias corrections, NAdam's μ_t) once per run in float64, as torch does with Python floats (in
   float32, 1 − 0.999^t loses three of its seven digits): on the host for CPU steps, as 0-d tensors on
   other devices (no synchronisation), through :class:`Scalars`.
-- **per-tensor segments** (``per_tensor``), for layer-wise trust ratios (LARS, LAMB): ``update`` gets
-  ``segment_ids`` (int32, the index of each element's tensor within the span), ``segment_lengths`` and
-  ``matrix`` (bool, ``ndim > 1``), one per tensor plus a padding segment of length 0. :func:`segment_norm`
-  and :func:`expand` are the one mechanism for per-tensor reductions: per-view norms
-  (``torch._foreach_norm``) and a gather, which eager and ``torch.compile`` run alike.
+- **per-tensor segments** (``per_tensor``), for layer-wise trust ratios (LARS, LAMB): the span is a
+  matrix of ``block``-element rows (:func:`rows`), each inside one tensor's slot; ``update`` gets ``block``,
+  ``block_ids`` (int32, each row's tensor within the span), ``segment_lengths`` (each slot's length, on the
+  CPU) and ``matrix`` (bool, ``ndim > 1``), one per tensor plus a padding segment with no rows.
+  :func:`segment_norm` (row sums, then an ``index_add`` over rows) and :func:`expand` (a per-row column)
+  are the one mechanism for per-tensor reductions and broadcasts, which eager and ``torch.compile`` run alike.
 
 The engine calls :func:`span_inputs` for every run it steps; for plain rules it returns ``{}``.
 """
@@ -69,25 +70,28 @@ class Scalars:
         return values
 
 
-@torch.library.custom_op("nesterov::segment_norm", mutates_args=())
-def _segment_norm(x: torch.Tensor, segment_lengths: torch.Tensor) -> torch.Tensor:
-    views = torch.split(x, segment_lengths.tolist())
-    return torch.stack(torch._foreach_norm(views)).to(x.dtype)
+# Arenas of per-tensor rules give every tensor a slot of a whole number of BLOCK elements (the padding is
+# zero in params, grads and states, and a zero stays zero under LARS and LAMB), so a span is a matrix of
+# rows that each lie inside one tensor: per-tensor norms are row sums and per-tensor factors broadcast
+# along rows, which torch.compile fuses into the elementwise pass without a gather per element.
+BLOCK = 256
 
 
-@_segment_norm.register_fake
-def _(x, segment_lengths):
-    return x.new_empty(segment_lengths.shape)
+def rows(x: torch.Tensor, block: int | None) -> torch.Tensor:
+    """``x`` as rows of ``block`` elements (each row inside one tensor's slot); ``None`` means
+    :data:`BLOCK`. Arena spans arrive as rows already (the engine views them so, and the compiled
+    kernel's outputs then need no reshape); a lone tensor outside any arena becomes one row."""
+    return x if x.dim() == 2 and x.shape[1] == (block or BLOCK) else x.reshape(-1, block or BLOCK)
 
 
-def segment_norm(x: torch.Tensor, segment_lengths: torch.Tensor) -> torch.Tensor:
-    """L2 norm of each tensor's part of flat ``x``: one value per segment.
+def segment_norm(x: torch.Tensor, block_ids: torch.Tensor, segments: int) -> torch.Tensor:
+    """L2 norm of each tensor's rows of ``x`` (``(blocks, block)``; ``block_ids[i]`` is row i's tensor).
 
-    ``torch._foreach_norm`` over views of the span, behind an op torch.compile treats as opaque: one
-    read of ``x``, 5 × faster than ``torch.segment_reduce(x * x)`` and 30 × faster than a scatter-add,
-    compiled or not. ``segment_lengths`` lives on the CPU, so the split costs no device sync.
+    Squares summed along rows (fused into the pass that produces ``x``), then per tensor with an
+    ``index_add`` over the few rows: one value per segment.
     """
-    return _segment_norm(x, segment_lengths)
+    row_sums = x.square().sum(dim=1)
+    return torch.zeros(segments, dtype=x.dtype, device=x.device).index_add(0, block_ids, row_sums).sqrt()
 
 
 @torch.library.custom_op("nesterov::per_tensor", mutates_args=())
@@ -100,41 +104,46 @@ def _(values):
     return torch.empty_like(values)
 
 
-def expand(per_tensor: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
-    """Broadcast one value per tensor to every element of the span.
+def expand(per_tensor: torch.Tensor, block_ids: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One value per tensor as a column that broadcasts along the rows of ``like`` (the span's rows).
 
     The values pass through an opaque op first, so that torch.compile computes them once per tensor:
-    left to itself, inductor inlines the per-tensor arithmetic (square roots, divisions) into the gather
-    and redoes it for every element (12 × slower on ResNet-50 shapes).
+    left to itself, inductor inlines the per-tensor arithmetic (square roots, divisions) into the pass
+    and redoes it for every vector of every row.
     """
-    return _per_tensor(per_tensor)[segment_ids]
+    # Tell torch.compile that there is one id per row: two unrelated dynamic sizes would make it
+    # materialise every broadcast result instead of fusing it into the pass.
+    torch._check(block_ids.shape[0] == like.shape[0])
+    return _per_tensor(per_tensor)[block_ids].view(like.shape[0], 1)
 
 
-# id(first param of a span) -> (member ids, segment_ids, matrix); dropped when that parameter dies.
+# id(first param of a span) -> (member ids, block, block_ids, lengths, matrix); dropped when that param dies.
 _SEGMENTS: dict[int, tuple] = {}
 
 
-def _segments(params: list[torch.Tensor], device, cache: bool) -> tuple[torch.Tensor, ...]:
+def _segments(params: list[torch.Tensor], device, cache: bool, block: int) -> tuple[torch.Tensor, ...]:
     key = tuple(id(p) for p in params)
     hit = _SEGMENTS.get(key[0]) if cache else None
-    if hit is not None and hit[0] == key:
-        return hit[1:]
-    # One padding segment of length 0 (no element refers to it): a count of 1 is a size torch.compile
-    # specialises on, and inductor fails to generate code for some reductions of that size.
-    lengths = torch.tensor([p.numel() for p in params] + [0])  # on the CPU: read by segment_norm
-    ids = torch.repeat_interleave(torch.arange(len(params) + 1, dtype=torch.int32), lengths).to(device)
+    if hit is not None and hit[0] == key and hit[1] == block:
+        return hit[2:]
+    # Each tensor's slot rounded up to whole blocks, plus one padding segment with no rows: a count of 1
+    # is a size torch.compile specialises on, and inductor fails to generate some reductions of that size.
+    lengths = torch.tensor([-(-p.numel() // block) * block for p in params] + [0])  # CPU: foreach splits by it
+    ids = torch.repeat_interleave(torch.arange(len(params) + 1, dtype=torch.int32), lengths // block).to(device)
     matrix = torch.tensor([p.dim() > 1 for p in params] + [False], device=device)
     if cache:
         if key[0] not in _SEGMENTS:
             weakref.finalize(params[0], _SEGMENTS.pop, key[0], None)
-        _SEGMENTS[key[0]] = (key, ids, lengths, matrix)
+        _SEGMENTS[key[0]] = (key, block, ids, lengths, matrix)
     return ids, lengths, matrix
 
 
 def span_inputs(rule: Rule, state, params: list[torch.Tensor], members: list[int], step, found_inf,
-                hypers: dict, store: bool = True) -> dict:
+                hypers: dict, store: bool = True, block: int | None = None) -> dict:
     """Extra keyword inputs of ``rule.update`` for the run ``[params[i] for i in members]`` (``{}`` for
     plain rules). With ``store`` the advanced 0-d states are written to ``state[p]`` of every member.
+    ``block`` is the arena's slot granularity (:data:`BLOCK` for per-tensor rules); ``None`` for a lone
+    tensor outside any arena, which is then one row.
     """
     if not isinstance(rule, SpanRule):
         return {}
@@ -165,5 +174,10 @@ def span_inputs(rule: Rule, state, params: list[torch.Tensor], members: list[int
                 state[p].update(new)
         extra.update(derived)
     if rule.per_tensor:
-        extra["segment_ids"], extra["segment_lengths"], extra["matrix"] = _segments(params, device, store)
+        if block is None:
+            assert len(params) == 1, "a span of several tensors comes from an arena, which has a block"
+            block = params[0].numel()
+        # ``block`` reaches the rule only when it is not BLOCK: an int argument would be a dynamic size
+        extra["block"] = None if block == BLOCK else block
+        extra["block_ids"], extra["segment_lengths"], extra["matrix"] = _segments(params, device, store, block)
     return extra

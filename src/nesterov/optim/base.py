@@ -17,7 +17,7 @@ import torch.optim.optimizer as torch_optimizer
 from nesterov.engine import backends as B
 from nesterov.engine.arena import Arena, partition, zero_loose_grads
 from nesterov.engine.precision import mix_seed
-from nesterov.engine.segments import span_inputs
+from nesterov.engine.segments import BLOCK, rows, span_inputs
 from nesterov.rules.base import Rule
 
 STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -129,7 +129,8 @@ class ArenaOptimizer(torch.optim.Optimizer):
         arenas = []
         for (device, dtype), members in buckets.items():
             state_dtype = self.state_dtype or dtype
-            arena = Arena(members, {name: state_dtype for name in self.rule.states})
+            align = BLOCK if getattr(self.rule, "per_tensor", False) else 1
+            arena = Arena(members, {name: state_dtype for name in self.rule.states}, align)
             hyper_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
             hyper_tensors = {
                 name: torch.zeros((), dtype=hyper_dtype, device=device) for name in self.rule.hypers
@@ -243,7 +244,8 @@ class ArenaOptimizer(torch.optim.Optimizer):
                 step = self._next_step(arena, members, found_inf)
                 if self.rule.uses_step:
                     kwargs = {**kwargs, "step": arena.counts[members[0]] + 1}
-                span = span_inputs(self.rule, self.state, arena.params, members, step, None, kwargs)  # segments.py
+                span = span_inputs(self.rule, self.state, arena.params, members, step, None, kwargs,
+                                   block=arena.align)  # segments.py
                 if span:
                     kwargs = {**kwargs, **span}
                 self.rule.update_foreach_(*lists, **kwargs)
@@ -259,9 +261,13 @@ class ArenaOptimizer(torch.optim.Optimizer):
             kernel = functools.partial(B.COMPILED.get(self._kernel_key(arena, flags, grad_scale, found_inf)), self.rule)
         for start, end, members in spans:
             step = self._next_step(arena, members, found_inf)
+            param, grad = arena.flat_param[start:end], arena.flat_grad[start:end]
             states = [s[start:end] for s in ar.flat_state_list]
-            span = span_inputs(self.rule, self.state, arena.params, members, step, found_inf, hypers)
-            args = (arena.flat_param[start:end], arena.flat_grad[start:end], states, {**hypers, **span}, flags)
+            if arena.align > 1:  # per-tensor rules take the span as rows (segments.py)
+                param, grad, states = rows(param, arena.align), rows(grad, arena.align), [rows(s, arena.align) for s in states]
+            span = span_inputs(self.rule, self.state, arena.params, members, step, found_inf, hypers,
+                               block=arena.align)
+            args = (param, grad, states, {**hypers, **span}, flags)
             with torch.no_grad():  # grad mode is part of dynamo's guards: always the same one
                 if backend == "triton":
                     kernel(*args, grad_scale, found_inf, seed)
@@ -310,14 +316,15 @@ class ArenaOptimizer(torch.optim.Optimizer):
         arena, 2× slower on two cores. So the example is as long as the arena, up to 2²⁰ elements.
         """
         arena = ar.arena
-        n = max(64, min(arena.numel, 1 << 20))
-        p = torch.zeros(n, dtype=arena.dtype, device=arena.device)
-        states = [torch.zeros(n, dtype=s.dtype, device=arena.device) for s in arena.flat_states.values()]
+        n = -(-max(64, min(arena.numel, 1 << 20)) // arena.align) * arena.align
+        shape = (n,) if arena.align == 1 else (n // arena.align, arena.align)  # as _step_arena passes them
+        p = torch.zeros(shape, dtype=arena.dtype, device=arena.device)
+        states = [torch.zeros(shape, dtype=s.dtype, device=arena.device) for s in arena.flat_states.values()]
         hypers = {k: torch.zeros_like(t) for k, t in ar.hyper_tensors.items()}
         step = torch.ones((), dtype=torch.float32, device=arena.device) if self.rule.uses_step else None
         scale = None if grad_scale is None else torch.ones_like(grad_scale)
         inf = None if found_inf is None else torch.zeros_like(found_inf)
-        hypers.update(span_inputs(self.rule, {}, [p], [0], step, inf, hypers, store=False))
+        hypers.update(span_inputs(self.rule, {}, [p], [0], step, inf, hypers, store=False, block=arena.align))
         return (self.rule, p, torch.zeros_like(p), states, hypers, flags, step, scale, inf, 0)
 
     # -- step counting (rules with bias corrections) -------------------------------------------------

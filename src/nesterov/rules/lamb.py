@@ -11,14 +11,14 @@ For each parameter tensor w (one segment of the flat span), with λ = weight_dec
 With ``exclude_1d`` (default) 1-D tensors (biases, norm scales) get ρ = 1 and λ = 0 (Adam's step), as
 in the paper's BERT setup. Bias corrections are computed once per run in float64 and the betas arrive
 as complements c_i = 1 − β_i (see :mod:`nesterov.rules.nadamw`); per-tensor norms and broadcasts are
-:mod:`nesterov.engine.segments`' (norms of views, a gather).
+:mod:`nesterov.engine.segments`' (row sums, one factor per row).
 """
 
 from __future__ import annotations
 
 import torch
 
-from nesterov.engine.segments import Scalars, SpanRule, expand, segment_norm
+from nesterov.engine.segments import Scalars, SpanRule, expand, rows, segment_norm
 
 
 def advance(step, *, c1, c2, **_):
@@ -27,23 +27,26 @@ def advance(step, *, c1, c2, **_):
     return {}, x.pack({"inv_bias_correction1": 1 / (1 - beta1**t), "inv_bias_correction2": 1 / (1 - beta2**t)})
 
 
-def update(p, g, exp_avg, exp_avg_sq, *, step, inv_bias_correction1, inv_bias_correction2, segment_ids,
+def update(p, g, exp_avg, exp_avg_sq, *, step, inv_bias_correction1, inv_bias_correction2, block, block_ids,
            segment_lengths, matrix, lr, c1, c2, eps, weight_decay, maximize=False, exclude_1d=True):
+    shape = p.shape
+    p, g, m, v = (rows(t, block) for t in (p, g, exp_avg, exp_avg_sq))
     if maximize:
         g = -g
     adapt = matrix if exclude_1d else torch.ones_like(matrix)
-    exp_avg = (1 - c1) * exp_avg + c1 * g
-    exp_avg_sq = (1 - c2) * exp_avg_sq + c2 * g * g
-    r = exp_avg * inv_bias_correction1 / ((exp_avg_sq * inv_bias_correction2).sqrt() + eps)
-    r = r + expand(torch.where(adapt, weight_decay, 0.0), segment_ids) * p
-    w_norm, r_norm = segment_norm(p, segment_lengths), segment_norm(r, segment_lengths)
+    m = (1 - c1) * m + c1 * g
+    v = (1 - c2) * v + c2 * g * g
+    r = m * inv_bias_correction1 / ((v * inv_bias_correction2).sqrt() + eps)
+    r = r + expand(torch.where(adapt, weight_decay, 0.0), block_ids, p) * p
+    segments = len(segment_lengths)
+    w_norm, r_norm = segment_norm(p, block_ids, segments), segment_norm(r, block_ids, segments)
     trust = torch.where(adapt & (w_norm > 0) & (r_norm > 0), w_norm / r_norm, 1.0)
-    p = p - lr * expand(trust, segment_ids) * r
-    return p, exp_avg, exp_avg_sq
+    p = p - lr * expand(trust, block_ids, p) * r
+    return p.reshape(shape), m.reshape(shape), v.reshape(shape)
 
 
 def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, *, step, inv_bias_correction1, inv_bias_correction2,
-                    segment_ids, segment_lengths, matrix, lr, c1, c2, eps, weight_decay, maximize=False,
+                    block, block_ids, segment_lengths, matrix, lr, c1, c2, eps, weight_decay, maximize=False,
                     exclude_1d=True):
     """In-place restatement of :func:`update` on the span's per-tensor views (the small-model path)."""
     sizes = segment_lengths.tolist()[:-1]  # the last segment is padding

@@ -10,32 +10,36 @@ For each parameter tensor w (one segment of the flat span), with λ = weight_dec
 
 With ``exclude_1d`` (default) 1-D tensors (biases, norm scales) get ρ = 1 and λ = 0: plain Nesterov SGD,
 as in the authors' reference code (``exclude_from_weight_decay`` / ``exclude_from_layer_adaptation``).
-The per-tensor norms and broadcasts are :mod:`nesterov.engine.segments`' (norms of views, a gather).
+The per-tensor norms and broadcasts are :mod:`nesterov.engine.segments`' (the span as rows, each inside one
+tensor: row sums, and one factor per row).
 """
 
 from __future__ import annotations
 
 import torch
 
-from nesterov.engine.segments import SpanRule, expand, segment_norm
+from nesterov.engine.segments import SpanRule, expand, rows, segment_norm
 
 
-def update(p, g, momentum_buffer, *, step=None, segment_ids, segment_lengths, matrix, lr, momentum,
+def update(p, g, momentum_buffer, *, step=None, block, block_ids, segment_lengths, matrix, lr, momentum,
            weight_decay, trust_coefficient, eps, maximize=False, nesterov=True, exclude_1d=True):
+    shape = p.shape
+    p, g, b = rows(p, block), rows(g, block), rows(momentum_buffer, block)
     if maximize:
         g = -g
     adapt = matrix if exclude_1d else torch.ones_like(matrix)
     decay = torch.where(adapt, weight_decay, 0.0)
-    w_norm, g_norm = segment_norm(p, segment_lengths), segment_norm(g, segment_lengths)
+    segments = len(segment_lengths)
+    w_norm, g_norm = segment_norm(p, block_ids, segments), segment_norm(g, block_ids, segments)
     trust = trust_coefficient * w_norm / (g_norm + decay * w_norm + eps)
     trust = torch.where(adapt & (w_norm > 0) & (g_norm > 0), trust, 1.0)
-    d = expand(trust, segment_ids) * (g + expand(decay, segment_ids) * p)
-    momentum_buffer = momentum * momentum_buffer + d
-    p = p - lr * (d + momentum * momentum_buffer) if nesterov else p - lr * momentum_buffer
-    return p, momentum_buffer
+    d = expand(trust, block_ids, p) * (g + expand(decay, block_ids, p) * p)
+    b = momentum * b + d
+    p = p - lr * (d + momentum * b) if nesterov else p - lr * b
+    return p.reshape(shape), b.reshape(shape)
 
 
-def update_foreach_(params, grads, momentum_buffers, *, segment_ids, segment_lengths, matrix, lr, momentum,
+def update_foreach_(params, grads, momentum_buffers, *, block, block_ids, segment_lengths, matrix, lr, momentum,
                     weight_decay, trust_coefficient, eps, maximize=False, nesterov=True, exclude_1d=True):
     """In-place restatement of :func:`update` on the span's per-tensor views (the small-model path)."""
     sizes = segment_lengths.tolist()[:-1]  # the last segment is padding
