@@ -81,7 +81,7 @@ def test_nag_matches_torch_sgd_under_fsdp2_and_ddp(tmp_path):
 def _muon_nets(dtype):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(6, 9), torch.nn.Tanh(), torch.nn.Linear(9, 9), torch.nn.Tanh(),
-                              torch.nn.Linear(9, 3))
+                              torch.nn.Linear(9, 9), torch.nn.Tanh(), torch.nn.Linear(9, 3))
     return net.to(dtype)
 
 
@@ -91,6 +91,11 @@ def _muon_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
+        from nesterov.rules import muon as R
+
+        orthogonalised = []  # matrices this rank ran Newton–Schulz on (a spy: it calls through)
+        newton_schulz = R.newton_schulz
+        R.newton_schulz = lambda G, **kw: orthogonalised.append(G.shape[0] if G.dim() == 3 else 1) or newton_schulz(G, **kw)
         dtype = torch.float64
         sharded, ddp, single = _muon_nets(dtype), DDP(_muon_nets(dtype)), _muon_nets(dtype)
         fully_shard(sharded)
@@ -102,22 +107,29 @@ def _muon_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
             for model, opt in zip((sharded, ddp, single), opts):
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(model(x), y).backward()
+                before = sum(orthogonalised)
                 opt.step()
+                if model is sharded:
+                    fsdp_matrices = sum(orthogonalised) - before
         reference = [p.detach() for p in single.parameters()]
         fsdp_diff = max((p.full_tensor() - q).abs().max().item() for p, q in zip(sharded.parameters(), reference))
         ddp_diff = max((p.detach() - q).abs().max().item() for p, q in zip(ddp.parameters(), reference))
         moved = max((p.detach() - q).abs().max().item() for p, q in zip(_muon_nets(dtype).parameters(), reference))
+        shares = [None] * world
+        dist.all_gather_object(shares, fsdp_matrices)
         if rank == 0:
-            torch.save({"fsdp": fsdp_diff, "ddp": ddp_diff, "moved": moved}, out_file)
+            torch.save({"fsdp": fsdp_diff, "ddp": ddp_diff, "moved": moved, "shares": shares}, out_file)
     finally:
         dist.destroy_process_group()
 
 
 def test_muon_under_fsdp2_and_ddp_equals_one_process(tmp_path):
-    """FSDP2 shards each matrix by rows; Muon gathers the whole matrix for Newton–Schulz and keeps its rows."""
+    """FSDP2 shards each matrix by rows; each matrix is gathered on one rank, orthogonalised there, and its
+    rows scattered back: the ranks share the Newton–Schulz work (4 matrices: 2 each) and agree with one process."""
     out = tmp_path / "muon.pt"
     mp.spawn(_muon_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
     result = torch.load(out)
     assert result["moved"] > 1e-3  # the steps did something
+    assert result["shares"] == [2, 2]
     assert result["fsdp"] <= 1e-12
     assert result["ddp"] <= 1e-12

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Callable, Hashable, Sequence
 
 import torch
-from torch.distributed.tensor import DTensor, Replicate
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor, Replicate, Shard
 
 
 def wide(m: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -80,3 +81,50 @@ def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     mesh = like.device_mesh
     replicated = DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
     return replicated.redistribute(mesh, like.placements)
+
+
+def row_sharded(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a DTensor split by rows over a 1-D mesh (what FSDP2's ``fully_shard`` makes)."""
+    return isinstance(t, DTensor) and t.device_mesh.ndim == 1 and tuple(t.placements) == (Shard(0),)
+
+
+def sharded_apply(fn: Callable[[torch.Tensor], torch.Tensor], local_rows: Sequence[torch.Tensor],
+                  shapes: Sequence[tuple[int, int]], group, *, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """For matrices split by rows over ``group`` (this rank holds ``local_rows[i]`` of the ``shapes[i]``
+    matrix, in ``torch.chunk`` order), the rows of ``fn(matrix)`` this rank holds — each ``fn`` computed once.
+
+    Every matrix gets one owner rank (round robin, bucket after bucket of equal wide shape, so an owner's
+    share still batches): its rows are gathered there, the owners run :func:`batched_apply` on their
+    matrices, and the result rows are scattered back. Each rank does 1/world of the products, and each
+    matrix crosses the network twice (there and back) instead of being all-gathered everywhere.
+    """
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    order = [i for members in buckets([torch.empty(s, device="meta") for s in shapes]).values() for i in members]
+    owner = {i: n % world for n, i in enumerate(order)}
+    chunks = [-(-rows // world) for rows, _ in shapes]  # torch.chunk's piece length
+
+    def padded(t: torch.Tensor, rows: int) -> torch.Tensor:
+        out = t.new_zeros((rows, t.shape[1]))
+        out[:t.shape[0]] = t
+        return out
+
+    gathered, works = {}, []
+    for i in order:
+        (_, cols), c, local = shapes[i], chunks[i], local_rows[i]
+        pieces = [local.new_empty((c, cols)) for _ in range(world)] if owner[i] == rank else None
+        works.append(dist.gather(padded(local.reshape(-1, cols), c), pieces, group_dst=owner[i], group=group,
+                                 async_op=True))
+        gathered[i] = pieces
+    for work in works:
+        work.wait()
+    mine = [i for i in order if owner[i] == rank]
+    outs = dict(zip(mine, batched_apply(fn, [torch.cat(gathered[i])[:shapes[i][0]] for i in mine], dtype=dtype)))
+    results, works = {}, []
+    for i in order:
+        (rows, cols), c, local = shapes[i], chunks[i], local_rows[i]
+        pieces = list(padded(outs[i].to(local.dtype), c * world).split(c)) if owner[i] == rank else None
+        results[i] = local.new_empty((c, cols))
+        works.append(dist.scatter(results[i], pieces, group_src=owner[i], group=group, async_op=True))
+    for work in works:
+        work.wait()
+    return [results[i][:local_rows[i].reshape(-1, shapes[i][1]).shape[0]] for i in range(len(shapes))]

@@ -25,9 +25,10 @@ from functools import partial
 from typing import Callable
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from nesterov.engine.arena import Arena, partition, zero_loose_grads
-from nesterov.engine.matrices import batched_apply, full_tensor, shard_like
+from nesterov.engine.matrices import batched_apply, full_tensor, row_sharded, shard_like, sharded_apply
 from nesterov.engine.precision import mix_seed, round_to
 from nesterov.optim.base import check_number
 from nesterov.rules import muon as R
@@ -316,7 +317,11 @@ class Muon(torch.optim.Optimizer):
                 new_buf, u = R.nesterov_momentum(p.grad, buf.to(p.dtype), **hyper)
                 buf.copy_(round_to(new_buf, buf.dtype, mix_seed(self._seed_counter, id(p) & 0xFFFF)))
                 params.append(p)
-                directions.append(R.as_matrix(full_tensor(u)))  # each rank orthogonalises the whole matrix
+                if row_sharded(p):  # FSDP2: the rows this rank holds; sharded_apply below does the rest
+                    u = u.redistribute(p.device_mesh, p.placements).to_local()  # already so: no communication
+                    directions.append(u.reshape(-1, R.matrix_shape(p.shape)[1]))
+                else:  # any other DTensor layout: every rank orthogonalises the whole matrix
+                    directions.append(R.as_matrix(full_tensor(u)))
                 groups.append(i)
         if not params:
             return loss
@@ -332,13 +337,26 @@ class Muon(torch.optim.Optimizer):
         updates: list = [None] * len(params)
         for (steps, coefficients, eps, dtype), members in by_dtype.items():
             fn = partial(R.newton_schulz, steps=steps, coefficients=coefficients, eps=eps)
-            outs = batched_apply(fn, [directions[j] for j in members], dtype=dtype)
-            for j, out in zip(members, outs):
-                updates[j] = out
+            by_mesh: dict = {}  # FSDP2 matrices: Newton–Schulz once per matrix across the ranks
+            for j in members:
+                by_mesh.setdefault(params[j].device_mesh if row_sharded(params[j]) else None, []).append(j)
+            for mesh, js in by_mesh.items():
+                if mesh is None:
+                    outs = batched_apply(fn, [directions[j] for j in js], dtype=dtype)
+                else:
+                    shapes = [R.matrix_shape(params[j].shape) for j in js]
+                    outs = sharded_apply(fn, [directions[j] for j in js], shapes, mesh.get_group(), dtype=dtype)
+                for j, out in zip(js, outs):
+                    updates[j] = out
         for p, O, i in zip(params, updates, groups):
             group = self.param_groups[i]
             lr = float(group["lr"])
-            R.descend_(p, shard_like(O.reshape(p.shape), p), lr=lr, weight_decay=float(group["weight_decay"]),
+            if row_sharded(p):
+                O = DTensor.from_local(O.reshape(p.to_local().shape), p.device_mesh, p.placements, shape=p.shape,
+                                       stride=p.stride())
+            else:
+                O = shard_like(O.reshape(p.shape), p)
+            R.descend_(p, O, lr=lr, weight_decay=float(group["weight_decay"]),
                        adjusted=R.adjusted_lr(lr, group["adjust_lr_fn"], p.shape))
         return loss
 
