@@ -108,23 +108,17 @@ def sharded_apply(fn: Callable[[torch.Tensor], torch.Tensor], local_rows: Sequen
         out[:t.shape[0]] = t
         return out
 
-    gathered, works = {}, []
+    gathered = {}
     for i in order:
         (_, cols), c, local = shapes[i], chunks[i], local_rows[i]
-        pieces = [local.new_empty((c, cols)) for _ in range(world)] if owner[i] == rank else None
-        works.append(dist.gather(padded(local.reshape(-1, cols), c), pieces, group_dst=owner[i], group=group,
-                                 async_op=True))
-        gathered[i] = pieces
-    for work in works:
-        work.wait()
+        gathered[i] = [local.new_empty((c, cols)) for _ in range(world)] if owner[i] == rank else None
+        dist.gather(padded(local.reshape(-1, cols), c), gathered[i], group_dst=owner[i], group=group)
     mine = [i for i in order if owner[i] == rank]
     outs = dict(zip(mine, batched_apply(fn, [torch.cat(gathered[i])[:shapes[i][0]] for i in mine], dtype=dtype)))
-    results, works = {}, []
+    results = {}
     for i in order:
         (rows, cols), c, local = shapes[i], chunks[i], local_rows[i]
         pieces = list(padded(outs[i].to(local.dtype), c * world).split(c)) if owner[i] == rank else None
         results[i] = local.new_empty((c, cols))
-        works.append(dist.scatter(results[i], pieces, group_src=owner[i], group=group, async_op=True))
-    for work in works:
-        work.wait()
+        dist.scatter(results[i], pieces, group_src=owner[i], group=group)
     return [results[i][:local_rows[i].reshape(-1, shapes[i][1]).shape[0]] for i in range(len(shapes))]
