@@ -147,3 +147,43 @@ def test_muon_under_fsdp2_and_ddp_equals_one_process(tmp_path):
     assert result["moved"] > 1e-3  # the steps did something
     assert result["fsdp"] <= 1e-12
     assert result["ddp"] <= 1e-12
+
+
+FAMILY = ("NAdamW", "Adan", "LARS", "LAMB")
+
+
+def _family_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.save({name: _family_run(name) for name in FAMILY}, f"{out_file}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _family_run(name: str) -> float:
+    """Max difference between an FSDP2-sharded model and one unsharded process, same data on every rank."""
+    from torch.distributed.fsdp import fully_shard
+
+    sharded, single = _muon_nets(torch.float64), _muon_nets(torch.float64)
+    fully_shard(sharded)
+    cls = getattr(nesterov, name)
+    opts = [cls(m.parameters(), lr=0.01, weight_decay=0.1) for m in (sharded, single)]
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        x = torch.randn(8, 6, generator=gen, dtype=torch.float64)
+        y = torch.randint(0, 3, (8,), generator=gen)
+        for model, opt in zip((sharded, single), opts):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    return max((p.full_tensor() - q).abs().max().item() for p, q in zip(sharded.parameters(), single.parameters()))
+
+
+def test_family_under_fsdp2_equals_one_process(tmp_path):
+    """Elementwise rules step each shard; LARS and LAMB, whose trust ratios need whole-tensor norms, step
+    the gathered tensor and keep their shard."""
+    out = tmp_path / "family.pt"
+    mp.spawn(_family_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    for rank in range(2):
+        diffs = torch.load(f"{out}.{rank}")
+        assert max(diffs.values()) <= 1e-14, diffs

@@ -338,18 +338,22 @@ def test_per_tensor_rules_see_each_tensor_alone(rule, backend):
         assert not flat[padding].any()
 
 
-def test_nadamw_loose_param_matches_arena_param():
-    """A parameter that cannot join an arena (non-dense view) takes the same step, mu_product included."""
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_loose_param_matches_arena_param(rule):
+    """A parameter that cannot join an arena (non-dense view) takes the same step, 0-d states included
+    (its hyperparameters arrive as Python floats, the arena's as float64 tensors)."""
     base = torch.randn(6, 8, dtype=torch.float64)
     loose = torch.nn.Parameter(base[:, ::2])  # strided with gaps: not an arena member
     dense = torch.nn.Parameter(base[:, ::2].clone())
-    a, b = NAdamW([loose], lr=1e-2, backend="eager"), NAdamW([dense], lr=1e-2, backend="eager")
+    a, b = RULES[rule]([loose], backend="eager"), RULES[rule]([dense], backend="eager")
+    assert a._runtimes[0].loose == [loose] and not b._runtimes[0].loose
     for g in grad_sequence([(6, 4)], 5, 0):
         loose.grad, dense.grad = g[0].clone(), g[0].clone()
         a.step()
         b.step()
     assert rel_diff(loose.detach(), dense.detach()) <= 1e-14
-    assert torch.equal(a.state[loose]["mu_product"], b.state[dense]["mu_product"])
+    for name, value in b.state[dense].items():
+        assert rel_diff(a.state[loose][name], value) <= 1e-14, name
 
 
 # -- low-memory state ---------------------------------------------------------------------------------

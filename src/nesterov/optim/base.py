@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.optim.optimizer as torch_optimizer
+from torch.distributed.tensor import DTensor
 
 from nesterov.engine import backends as B
 from nesterov.engine.arena import Arena, partition, zero_loose_grads
+from nesterov.engine.matrices import shard_like
 from nesterov.engine.precision import mix_seed
 from nesterov.engine.segments import BLOCK, rows, span_inputs
 from nesterov.rules.base import Rule
@@ -379,7 +381,16 @@ class ArenaOptimizer(torch.optim.Optimizer):
         seed = mix_seed(self._seed_counter, id(p) & 0xFFFF)
         states = [state[name] for name in self.rule.states]
         with torch.no_grad():
-            B.fused_step(self.rule, p, p.grad, states, hypers, flags, step, grad_scale, found_inf, seed)
+            if isinstance(p, DTensor) and getattr(self.rule, "per_tensor", False):
+                # A trust ratio needs the whole tensor's norms: step the gathered tensor on every rank,
+                # then each keeps its own shard.
+                whole = [t.full_tensor() for t in (p, p.grad, *states)]
+                B.fused_step(self.rule, whole[0], whole[1], whole[2:], hypers, flags, step, grad_scale, found_inf,
+                             seed)
+                for t, new in zip((p, *states), (whole[0], *whole[2:])):
+                    t.to_local().copy_(shard_like(new, t).to_local())
+            else:
+                B.fused_step(self.rule, p, p.grad, states, hypers, flags, step, grad_scale, found_inf, seed)
 
     # -- state_dict ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:

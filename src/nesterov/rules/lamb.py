@@ -37,7 +37,8 @@ def update(p, g, exp_avg, exp_avg_sq, *, step, inv_bias_correction1, inv_bias_co
     m = (1 - c1) * m + c1 * g
     v = (1 - c2) * v + c2 * g * g
     r = m * inv_bias_correction1 / ((v * inv_bias_correction2).sqrt() + eps)
-    r = r + expand(torch.where(adapt, weight_decay, 0.0), block_ids, p) * p
+    decay = torch.where(adapt, torch.as_tensor(weight_decay, dtype=p.dtype), 0.0)  # a float would give float32
+    r = r + expand(decay, block_ids, p) * p
     segments = len(segment_lengths)
     w_norm, r_norm = segment_norm(p, block_ids, segments), segment_norm(r, block_ids, segments)
     trust = torch.where(adapt & (w_norm > 0) & (r_norm > 0), w_norm / r_norm, 1.0)

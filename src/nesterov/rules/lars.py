@@ -28,7 +28,7 @@ def update(p, g, momentum_buffer, *, step=None, block, block_ids, segment_length
     if maximize:
         g = -g
     adapt = matrix if exclude_1d else torch.ones_like(matrix)
-    decay = torch.where(adapt, weight_decay, 0.0)
+    decay = torch.where(adapt, torch.as_tensor(weight_decay, dtype=p.dtype), 0.0)  # a float would give float32
     segments = len(segment_lengths)
     w_norm, g_norm = segment_norm(p, block_ids, segments), segment_norm(g, block_ids, segments)
     trust = trust_coefficient * w_norm / (g_norm + decay * w_norm + eps)
