@@ -90,8 +90,9 @@ def row_sharded(t: torch.Tensor) -> bool:
 
 def sharded_apply(fn: Callable[[torch.Tensor], torch.Tensor], local_rows: Sequence[torch.Tensor],
                   shapes: Sequence[tuple[int, int]], group, *, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
-    """For matrices split by rows over ``group`` (this rank holds ``local_rows[i]`` of the ``shapes[i]``
-    matrix, in ``torch.chunk`` order), the rows of ``fn(matrix)`` this rank holds — each ``fn`` computed once.
+    """For matrices split by rows over ``group`` (this rank holds the 2-D ``local_rows[i]`` of the
+    ``shapes[i]`` matrix, in ``torch.chunk`` order), the rows of ``fn(matrix)`` this rank holds — each
+    ``fn`` computed once.
 
     Every matrix gets one owner rank (round robin, bucket after bucket of equal wide shape, so an owner's
     share still batches): its rows are gathered there, the owners run :func:`batched_apply` on their
@@ -112,13 +113,13 @@ def sharded_apply(fn: Callable[[torch.Tensor], torch.Tensor], local_rows: Sequen
     for i in order:
         (_, cols), c, local = shapes[i], chunks[i], local_rows[i]
         gathered[i] = [local.new_empty((c, cols)) for _ in range(world)] if owner[i] == rank else None
-        dist.gather(padded(local.reshape(-1, cols), c), gathered[i], group_dst=owner[i], group=group)
+        dist.gather(padded(local, c), gathered[i], group_dst=owner[i], group=group)
     mine = [i for i in order if owner[i] == rank]
     outs = dict(zip(mine, batched_apply(fn, [torch.cat(gathered[i])[:shapes[i][0]] for i in mine], dtype=dtype)))
     results = {}
     for i in order:
-        (rows, cols), c, local = shapes[i], chunks[i], local_rows[i]
+        (_, cols), c, local = shapes[i], chunks[i], local_rows[i]
         pieces = list(padded(outs[i].to(local.dtype), c * world).split(c)) if owner[i] == rank else None
         results[i] = local.new_empty((c, cols))
         dist.scatter(results[i], pieces, group_src=owner[i], group=group)
-    return [results[i][:local_rows[i].reshape(-1, shapes[i][1]).shape[0]] for i in range(len(shapes))]
+    return [results[i][:local_rows[i].shape[0]] for i in range(len(shapes))]
