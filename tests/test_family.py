@@ -20,6 +20,7 @@ from nesterov import LAMB, LARS, Adan, NAdamW
 from _digits import train_digits
 
 SHAPES = [(5, 3), (7,), (2, 3, 4), (1,)]
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FLOAT = dict(allow_nan=False, allow_infinity=False)
 
 
@@ -249,18 +250,19 @@ RULES = {
 }
 
 
-def _run_backend(rule, backend, *, dtype=torch.float64, state_dtype=None, scaler=None, inf_at=None, steps=4):
-    params = make_params([(17, 5), (33,), (2, 3, 4)], dtype=dtype)
+def _run_backend(rule, backend, *, dtype=torch.float64, state_dtype=None, scaler=None, inf_at=None, steps=4,
+                 device="cpu"):
+    params = [torch.nn.Parameter(p.detach().to(device)) for p in make_params([(17, 5), (33,), (2, 3, 4)], dtype=dtype)]
     opt = RULES[rule](params, backend=backend, state_dtype=state_dtype)
     gen = torch.Generator().manual_seed(5)
     for k in range(steps):
         for p in params:
-            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(dtype)
+            p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(device, dtype)
         if scaler is not None:
-            opt.grad_scale = torch.tensor(scaler, dtype=torch.float32)
+            opt.grad_scale = torch.tensor(scaler, dtype=torch.float32, device=device)
             for p in params:
                 p.grad.mul_(scaler)
-            opt.found_inf = torch.tensor(1.0 if k == inf_at else 0.0)
+            opt.found_inf = torch.tensor(1.0 if k == inf_at else 0.0, device=device)
         opt.step()
     states = [v.double().flatten() for p in params for k, v in sorted(opt.state[p].items()) if v.dim() > 0]
     scalars = [float(v) for p in params for k, v in sorted(opt.state[p].items()) if v.dim() == 0]
@@ -279,8 +281,9 @@ BACKEND_VARIANTS = [("foreach", "float64"), ("compile", "float64"), ("compile", 
 def test_backend_matches_eager_rule(rule, backend, variant):
     kwargs = {"float64": {}, "bf16-state-scaler-skip": dict(dtype=torch.float32, state_dtype=torch.bfloat16,
                                                             scaler=1024.0, inf_at=1)}[variant]
-    got_p, got_s, got_scalars = _run_backend(rule, backend, **kwargs)
-    want_p, want_s, want_scalars = _run_backend(rule, "eager", **kwargs)
+    device = KERNEL_DEVICE if backend == "triton" else "cpu"  # Triton: CUDA, or the interpreter on CPU
+    got_p, got_s, got_scalars = _run_backend(rule, backend, device=device, **kwargs)
+    want_p, want_s, want_scalars = _run_backend(rule, "eager", device=device, **kwargs)
     tol = 1e-12 if variant == "float64" else 1e-5
     assert rel_diff(got_p, want_p) <= tol
     assert rel_diff(got_s, want_s) <= (tol if variant == "float64" else 2e-2)  # bf16: one ulp at most
