@@ -576,6 +576,15 @@ def test_grad_scaler_unscales_and_skips():
     assert torch.equal(buf, opt.state[opt.param_groups[0]["params"][0]]["momentum_buffer"])
 
 
+def test_capping_onednn_below_bf16_means_no_native_bf16(monkeypatch):
+    for cap in ("AVX2", "avx512_core", "AVX2_VNNI_2"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert not R.cpu_has_native_bf16()
+        assert R.default_ns_dtype(torch.device("cpu"), torch.float32) == torch.float32
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert R.cpu_has_native_bf16() == bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def test_default_ns_dtype_follows_the_hardware(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(R, "cpu_has_native_bf16", lambda: False)

@@ -24,6 +24,7 @@ same-shaped matrices, :func:`descend_` per matrix.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -116,7 +117,12 @@ def update(p, g, buf, *, lr, momentum: float = 0.95, nesterov: bool = True, weig
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles)."""
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles), as far as torch's
+    CPU matrix products (oneDNN) may use it: capping oneDNN's instruction set below bf16 with
+    ``ONEDNN_MAX_CPU_ISA`` makes it emulate bf16 products (100 × slower than float32 here)."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    if cap not in ("ALL", "DEFAULT") and not any(name in cap for name in ("BF16", "FP16", "AMX", "AVX10")):
+        return False  # capped below AVX512_CORE_BF16 (oneDNN's ISA names from there up carry these words)
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):  # older torch, or a CPU backend without these queries
