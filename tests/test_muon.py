@@ -17,6 +17,7 @@ from nesterov import Muon
 from nesterov.engine.matrices import batched_apply
 from nesterov.rules import muon as R
 
+from _compiled import train_compiled_and_eager
 
 NADAM = functools.partial(torch.optim.NAdam, decoupled_weight_decay=True)  # NAdamW's update, unfused
 
@@ -612,19 +613,7 @@ def test_step_inside_a_torch_compiled_training_step():
     model, ref = make(), make()
     opt = Muon(model.parameters(), lr=0.05, ns_dtype=torch.float32)
     ref_opt = Muon(ref.parameters(), lr=0.05, ns_dtype=torch.float32)
-    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
-
-    @torch.compile
-    def train_step():
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    for _ in range(3):
-        train_step()
-        ref_opt.zero_grad()
-        torch.nn.functional.cross_entropy(ref(x), y).backward()
-        ref_opt.step()
+    train_compiled_and_eager(model, opt, ref, ref_opt)
     for a, b in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
     assert all(len(opt.state[p]) > 0 for p in model.parameters())

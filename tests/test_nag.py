@@ -15,6 +15,7 @@ from nesterov import NAG
 from nesterov.engine import backends as B
 from nesterov.rules import nag as nag_rule
 
+from _compiled import train_compiled_and_eager
 from _digits import train_digits
 
 BACKENDS = ["eager", "foreach", "compile", "triton"]
@@ -546,18 +547,6 @@ def test_step_inside_a_torch_compiled_training_step():
     model, ref = _tiny_model(), _tiny_model()
     opt = NAG(model.parameters(), lr=0.1, backend="foreach")
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
-
-    @torch.compile
-    def train_step():
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    for _ in range(3):
-        train_step()
-        ref_opt.zero_grad()
-        torch.nn.functional.cross_entropy(ref(x), y).backward()
-        ref_opt.step()
+    train_compiled_and_eager(model, opt, ref, ref_opt)
     for a, b in zip(model.parameters(), ref.parameters()):
         assert rel_diff(a.detach(), b.detach()) <= 1e-5
