@@ -266,7 +266,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
             param, grad = arena.flat_param[start:end], arena.flat_grad[start:end]
             states = [s[start:end] for s in ar.flat_state_list]
             if arena.align > 1:  # per-tensor rules take the span as rows (segments.py)
-                param, grad, states = rows(param, arena.align), rows(grad, arena.align), [rows(s, arena.align) for s in states]
+                param, grad, *states = (rows(t, arena.align) for t in (param, grad, *states))
             span = span_inputs(self.rule, self.state, arena.params, members, step, found_inf, hypers,
                                block=arena.align)
             args = (param, grad, states, {**hypers, **span}, flags)
