@@ -308,18 +308,15 @@ def test_grad_scaler_skipped_step_changes_nothing(rule):
             assert torch.equal(opt.state[p][name], value), name
 
 
-@pytest.mark.parametrize("backend", ["eager", "foreach", "compile"])
-@pytest.mark.parametrize("rule", ["lars", "lamb"])
-def test_per_tensor_rules_see_each_tensor_alone(rule, backend):
-    """LARS/LAMB arenas pad each tensor to whole rows: a tensor's trajectory equals its trajectory in an
-    optimizer of its own (whatever its neighbours, or their missing gradients), and the padding stays 0."""
-    shapes = [(300,), (17, 19), (5,), (2, 256), (40, 3, 3)]
-    grads = grad_sequence(shapes, 4, 3)
-    for step_grads in grads[1::2]:
-        step_grads[1] = None  # (17, 19) sits out every other step: the runs split around it
-    hp = dict(maximize=True)
-    together = make_params(shapes)
-    opt = RULES[rule](together, backend=backend, **hp)
+def _check_each_tensor_alone(rule, backend, shapes, sits_out=None, seed=3):
+    """A tensor's trajectory in a LARS/LAMB arena equals its trajectory in an optimizer of its own, and the
+    arena's padding stays 0. Tensor ``sits_out`` has no gradient every other step (the runs split there)."""
+    grads = grad_sequence(shapes, 4, seed)
+    if sits_out is not None:
+        for step_grads in grads[1::2]:
+            step_grads[sits_out] = None
+    together = make_params(shapes, seed=seed)
+    opt = RULES[rule](together, backend=backend, maximize=True)
     arena = opt._runtimes[0].arenas[0].arena
     assert arena.numel % 256 == 0 and all(o % 256 == 0 for o in arena.offsets)
     for step_grads in grads:
@@ -327,8 +324,8 @@ def test_per_tensor_rules_see_each_tensor_alone(rule, backend):
             p.grad = None if g is None else g.clone()
         opt.step()
     for k, shape in enumerate(shapes):
-        alone = make_params(shapes)[k:k + 1]
-        alone_opt = RULES[rule](alone, backend="eager", **hp)
+        alone = make_params(shapes, seed=seed)[k:k + 1]
+        alone_opt = RULES[rule](alone, backend="eager", maximize=True)
         for step_grads in grads:
             if step_grads[k] is not None:
                 alone[0].grad = step_grads[k].clone()
@@ -339,6 +336,22 @@ def test_per_tensor_rules_see_each_tensor_alone(rule, backend):
         padding[offset:offset + p.numel()] = False
     for flat in (arena.flat_param, arena.flat_grad, *arena.flat_states.values()):
         assert not flat[padding].any()
+
+
+@pytest.mark.parametrize("backend", ["eager", "foreach", "compile"])
+@pytest.mark.parametrize("rule", ["lars", "lamb"])
+def test_per_tensor_rules_see_each_tensor_alone(rule, backend):
+    """LARS/LAMB arenas pad each tensor to whole rows of 256: sizes on both sides of a row boundary."""
+    _check_each_tensor_alone(rule, backend, [(300,), (17, 19), (5,), (2, 256), (40, 3, 3)], sits_out=1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(rule=st.sampled_from(["lars", "lamb"]), backend=st.sampled_from(["eager", "foreach"]),
+       shapes=st.lists(st.one_of(st.tuples(st.integers(1, 700)), st.tuples(st.integers(1, 30), st.integers(1, 40))),
+                       min_size=1, max_size=5),
+       sits_out=st.integers(0, 4), seed=st.integers(0, 1000))
+def test_per_tensor_rules_see_each_tensor_alone_for_any_shapes(rule, backend, shapes, sits_out, seed):
+    _check_each_tensor_alone(rule, backend, shapes, sits_out if sits_out < len(shapes) else None, seed)
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))

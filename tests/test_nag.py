@@ -259,6 +259,28 @@ def test_grad_scaler_skipped_first_step_leaves_everything_as_it_was(backend):
 
 
 # -- torch.optim behaviour users rely on --------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_params_without_a_gradient_are_left_alone(backend):
+    """Whether a gradient never came, or was set to None by hand after one came, that parameter takes no
+    step (no weight decay, no momentum), exactly as in torch SGD."""
+    device = KERNEL_DEVICE if backend == "triton" else "cpu"
+    ours = [torch.nn.Parameter(p.to(device)) for p in make_params([(3,), (2, 2), (4,)])]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt = NAG(ours, lr=0.1, weight_decay=0.5, backend=backend)
+    ref = torch.optim.SGD(theirs, lr=0.1, momentum=0.9, weight_decay=0.5, nesterov=True)
+    gen = torch.Generator().manual_seed(1)
+    grads = [[torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in theirs] for _ in range(5)]
+    present = [(), (0,), (0, 2), (2,), (1,)]  # which params have a gradient at each step
+    for step_grads, which in zip(grads, present):
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            a.grad = step_grads[i].to(device) if i in which else None
+            b.grad = step_grads[i].clone() if i in which else None
+        opt.step()
+        ref.step()
+        for a, b in zip(ours, theirs):
+            assert rel_diff(a.detach().cpu(), b.detach()) <= 1e-12
+
+
 def test_gradients_land_in_the_arena_and_zero_grad_modes():
     model = _tiny_model()
     opt = NAG(model.parameters(), lr=0.1)

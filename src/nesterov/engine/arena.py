@@ -205,8 +205,10 @@ class Arena:
         try:
             for i, (p, p_ptr) in enumerate(zip(self.params, self._param_ptrs)):
                 grad = p.grad
+                if grad is None:  # (before the identity test: nothing checked yet is None too)
+                    return False
                 if grad is not checked[i]:
-                    if grad is None or grad.data_ptr() != self._grad_ptrs()[i] or grad.stride() != p.stride():
+                    if grad.data_ptr() != self._grad_ptrs()[i] or grad.stride() != p.stride():
                         return False
                     checked[i] = grad
                 if p.data_ptr() != p_ptr:
