@@ -478,6 +478,26 @@ def test_auto_compiles_in_the_background_and_matches_eager(rule, monkeypatch):
     assert rel_diff(params[0].detach(), ref[0].detach()) <= 1e-5
 
 
+@pytest.mark.parametrize("backend", ["eager", "foreach", "compile"])
+def test_nadamw_with_gradients_coming_and_going_matches_torch(backend):
+    """A parameter without a gradient takes no step and its step count waits, as in torch NAdam; runs of
+    parameters with different step counts are stepped apart."""
+    shapes = [(4,), (3, 2), (5,), (2, 2)]
+    ours, theirs = make_params(shapes), make_params(shapes)
+    hp = dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)
+    opt, ref = NAdamW(ours, backend=backend, **hp), torch.optim.NAdam(theirs, **hp)
+    gen = torch.Generator().manual_seed(8)
+    for step in range(8):
+        present = torch.rand(len(shapes), generator=gen) < 0.6
+        for p, q, here in zip(ours, theirs, present):
+            g = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            p.grad, q.grad = (g.clone(), g.clone()) if here else (None, None)
+        opt.step()
+        ref.step()
+        for p, q in zip(ours, theirs):
+            assert rel_diff(p.detach(), q.detach()) <= 1e-12
+
+
 def test_nadamw_follows_schedulers_and_param_groups_like_torch():
     """OneCycleLR changes lr and betas[0] every step; two groups with their own hyperparameters."""
     def build(cls, params):
