@@ -281,6 +281,29 @@ def test_params_without_a_gradient_are_left_alone(backend):
             assert rel_diff(a.detach().cpu(), b.detach()) <= 1e-12
 
 
+@pytest.mark.parametrize("backend", ["foreach", "compile"])
+def test_unused_layer_takes_no_step(backend):
+    """A layer the forward never uses has no gradient after backward (the others land through the hook):
+    it must not be decayed, as in torch SGD."""
+
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.ModuleDict({"used": torch.nn.Linear(6, 3), "unused": torch.nn.Linear(6, 3)})
+
+    ours, theirs = make(), make()
+    opt = NAG(ours.parameters(), lr=0.1, weight_decay=0.5, backend=backend)
+    ref = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9, weight_decay=0.5, nesterov=True)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    for _ in range(3):
+        for model, o in ((ours, opt), (theirs, ref)):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(model["used"](x), y).backward()
+            o.step()
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert rel_diff(a.detach(), b.detach()) <= 1e-6
+    assert all(torch.equal(a, b) for a, b in zip(ours["unused"].parameters(), make()["unused"].parameters()))
+
+
 def test_gradients_land_in_the_arena_and_zero_grad_modes():
     model = _tiny_model()
     opt = NAG(model.parameters(), lr=0.1)
