@@ -304,6 +304,47 @@ def test_unused_layer_takes_no_step(backend):
     assert all(torch.equal(a, b) for a, b in zip(ours["unused"].parameters(), make()["unused"].parameters()))
 
 
+def _wide_model():
+    torch.manual_seed(0)  # a 300×300 weight: its gradient is large enough to be read where autograd left it
+    return torch.nn.Sequential(torch.nn.Linear(6, 300), torch.nn.Tanh(), torch.nn.Linear(300, 300), torch.nn.Tanh(),
+                               torch.nn.Linear(300, 3))
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_gradients_are_read_where_autograd_left_them(backend, scaled):
+    """Small gradients land in the arena; a large one stays where backward put it and the step reads it
+    there (unless a GradScaler unscales: then it is copied in). Either way the step equals torch SGD's and
+    p.grad keeps its values."""
+    device = KERNEL_DEVICE if backend == "triton" else "cpu"
+    model, ref = _wide_model().to(device), _wide_model().to(device)
+    opt = NAG(model.parameters(), lr=0.05, weight_decay=0.01, maximize=False, backend=backend)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True)
+    scalers = [torch.amp.GradScaler(device, init_scale=2.0**8) if scaled else None for _ in range(2)]
+    big = model[2].weight
+    arena = opt._runtimes[0].arenas[0].arena
+    slots = arena.flat_grad.data_ptr(), arena.flat_grad.data_ptr() + arena.flat_grad.numel() * 4
+    x, y = torch.randn(16, 6, device=device), torch.randint(0, 3, (16,), device=device)
+    for k in range(4):
+        for m, o, scaler in ((model, opt, scalers[0]), (ref, ref_opt, scalers[1])):
+            o.zero_grad()
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+            (scaler.scale(loss) if scaled else loss).backward()
+            if k == 1 and scaled:
+                m[0].weight.grad[0, 0] = float("inf")  # a skipped step
+            if m is model:
+                assert not slots[0] <= big.grad.data_ptr() < slots[1]  # not copied into the arena
+                assert slots[0] <= model[0].weight.grad.data_ptr() < slots[1]  # landed
+                before = [p.grad.clone() for p in model.parameters()]
+            scaler.step(o) if scaled else o.step()
+            if scaled:
+                scaler.update()
+        for p, b in zip(model.parameters(), before):
+            assert torch.equal(p.grad, b)
+        for a, b in zip(model.parameters(), ref.parameters()):
+            assert rel_diff(a.detach().cpu(), b.detach().cpu()) <= 1e-5
+
+
 def test_gradients_land_in_the_arena_and_zero_grad_modes():
     model = _tiny_model()
     opt = NAG(model.parameters(), lr=0.1)

@@ -19,6 +19,11 @@ import weakref
 
 import torch
 
+# With ``adopt_large_grads``, gradients of at least this many elements stay where autograd made them and the
+# step reads them there (copying one into its slot is a pass over memory); smaller ones are copied into
+# their slots while still in cache, where they form one long run.
+ADOPT_MIN_NUMEL = 1 << 16
+
 
 def fits_arena(p: torch.Tensor) -> bool:
     """Whether ``p`` can become a view of a flat buffer (dense, strided, a plain tensor)."""
@@ -72,10 +77,13 @@ class Arena:
     steps, the same step count), so a model with frozen parts still gets a few long passes.
     """
 
-    def __init__(self, params: list[torch.Tensor], states: dict[str, torch.dtype], align: int = 1):
+    def __init__(self, params: list[torch.Tensor], states: dict[str, torch.dtype], align: int = 1,
+                 adopt_large_grads: bool = False):
         first = params[0]
         self.device, self.dtype = first.device, first.dtype
-        self.params = list(params)
+        self.adopt_min = ADOPT_MIN_NUMEL if adopt_large_grads and align == 1 else None
+        # Small tensors first: their gradients land in one contiguous run, the large ones' are read in place.
+        self.params = sorted(params, key=self._adopted) if self.adopt_min else list(params)
         # Each tensor's slot is a whole number of ``align`` elements (per-tensor rules see the arena as
         # rows of that length); the padding is zero everywhere and never belongs to a view.
         self.offsets, self.slots = [], []
@@ -105,7 +113,7 @@ class Arena:
                 if p.grad is not None:
                     self._bind_grad(p, i)
         self._param_ptrs = [v.data_ptr() for v in self.param_views]
-        self._whole = [(0, total, list(range(len(self.params))))]
+        self._whole = [(0, total, list(range(len(self.params))), None)]
         self._checked_grads: list = [None] * len(self.params)
         self._hooks = [self._register_hook(i) for i in range(len(self.params))]
 
@@ -126,6 +134,8 @@ class Arena:
             self_ = arena()
             if self_ is None or grad.is_sparse or self_.params[i].grad is not None:
                 return grad  # accumulation goes into the existing p.grad (an arena view)
+            if self_._adopted(self_.params[i]):
+                return grad  # autograd adopts the fresh tensor; the step reads it there
             slot = self_._view(self_.flat_grad, i)
             slot.copy_(grad)
             return slot  # a fresh view: autograd adopts it as p.grad without another copy
@@ -165,15 +175,19 @@ class Arena:
                     self.param_views[i].copy_(p)
                     p.data = self.param_views[i]
 
-    def run_spans(self, split_by_count: bool = False) -> list[tuple[int, int, list[int]]]:
-        """``[(start, end, indices)]``: maximal runs of consecutive params that have a gradient.
+    def run_spans(self, split_by_count: bool = False,
+                  read_in_place: bool = True) -> list[tuple[int, int, list[int], torch.Tensor | None]]:
+        """``[(start, end, indices, grad)]``: maximal runs of consecutive params that have a gradient.
 
-        Gradients that are not views of this arena are copied in first. With ``split_by_count`` a run
-        also never mixes parameters with different step counts (their bias corrections differ).
+        ``grad`` is None when the run's gradients are ``flat_grad[start:end]``: gradients that are not views
+        of this arena are copied in first, except large ones with ``adopt_large_grads`` (and
+        ``read_in_place``), each a run of its own with its gradient flat (``grad``). With
+        ``split_by_count`` a run also never mixes parameters with different step counts (their bias
+        corrections differ).
         """
         if self._all_in_place() and (not split_by_count or len(set(self.counts)) == 1):
-            return self._whole  # the normal case: every grad already is its arena view
-        spans: list[tuple[int, int, list[int]]] = []
+            return self._whole  # every grad already is its arena view
+        spans: list[tuple[int, int, list[int], torch.Tensor | None]] = []
         grad_ptrs = self._grad_ptrs()
         for i, p in enumerate(self.params):
             if p.data_ptr() != self._param_ptrs[i]:
@@ -181,19 +195,37 @@ class Arena:
             grad = p.grad
             if grad is None:
                 continue
-            if grad.layout != torch.strided or grad.data_ptr() != grad_ptrs[i] or grad.stride() != p.stride():
-                self._bind_grad(p, i)
             start, end = self.offsets[i], self.offsets[i] + self.slots[i]
+            if grad.layout != torch.strided or grad.data_ptr() != grad_ptrs[i] or grad.stride() != p.stride():
+                if read_in_place and self._adopted(p) and self._readable_in_place(grad, p):
+                    spans.append((start, end, [i], grad.as_strided((p.numel(),), (1,))))  # in memory order
+                    continue
+                self._bind_grad(p, i)
             last = spans[-1] if spans else None
             if (
                 last is not None
+                and last[3] is None
                 and last[1] == start
                 and (not split_by_count or self.counts[last[2][-1]] == self.counts[i])
             ):
-                spans[-1] = (last[0], end, last[2] + [i])
+                spans[-1] = (last[0], end, last[2] + [i], None)
             else:
-                spans.append((start, end, [i]))
+                spans.append((start, end, [i], None))
         return spans
+
+    def _adopted(self, p: torch.Tensor) -> bool:
+        """Whether ``p``'s fresh gradients stay where autograd made them (large, with ``adopt_large_grads``)."""
+        return self.adopt_min is not None and p.numel() >= self.adopt_min
+
+    def _readable_in_place(self, grad: torch.Tensor, p: torch.Tensor) -> bool:
+        """Whether the step can read ``grad`` where it is: a plain dense tensor laid out like ``p``."""
+        return (
+            type(grad) is torch.Tensor
+            and grad.layout == torch.strided
+            and grad.dtype == self.dtype
+            and grad.device == self.device
+            and grad.stride() == p.stride()  # p is dense, so grad is too, in the same memory order
+        )
 
     def _all_in_place(self) -> bool:
         """Whether every param and every grad is still its arena view (pointer checks only).

@@ -132,7 +132,8 @@ class ArenaOptimizer(torch.optim.Optimizer):
         for (device, dtype), members in buckets.items():
             state_dtype = self.state_dtype or dtype
             align = BLOCK if getattr(self.rule, "per_tensor", False) else 1
-            arena = Arena(members, {name: state_dtype for name in self.rule.states}, align)
+            adopt = self.rule.update_lists_ is not None and state_dtype == dtype  # see Rule.update_lists_
+            arena = Arena(members, {name: state_dtype for name in self.rule.states}, align, adopt_large_grads=adopt)
             hyper_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
             hyper_tensors = {
                 name: torch.zeros((), dtype=hyper_dtype, device=device) for name in self.rule.hypers
@@ -195,14 +196,17 @@ class ArenaOptimizer(torch.optim.Optimizer):
                 loss = closure()
         # Everything that can reject the step does so before anything is written.
         self._check_groups()
+        grad_scale = self.__dict__.get("grad_scale")  # set by GradScaler.step around our step
+        found_inf = self.__dict__.get("found_inf")
         split = self.rule.uses_step
-        spans = [[ar.arena.run_spans(split) for ar in rt.arenas] for rt in self._runtimes]
+        # torch's fused kernel (Rule.update_lists_) unscales the gradients it reads in place: with a
+        # GradScaler, every gradient is read from the arena, so that p.grad stays as it was.
+        in_place = grad_scale is None
+        spans = [[ar.arena.run_spans(split, in_place) for ar in rt.arenas] for rt in self._runtimes]
         for rt in self._runtimes:
             for p in rt.loose:
                 if p.grad is not None and p.grad.is_sparse:
                     raise ValueError("sparse gradients are not supported")
-        grad_scale = self.__dict__.get("grad_scale")  # set by GradScaler.step around our step
-        found_inf = self.__dict__.get("found_inf")
         self._seed_counter += 1
         for g_index, (rt, group_spans) in enumerate(zip(self._runtimes, spans)):
             for a_index, (ar, arena_spans) in enumerate(zip(rt.arenas, group_spans)):
@@ -234,11 +238,17 @@ class ArenaOptimizer(torch.optim.Optimizer):
 
     def _step_arena(self, ar: _ArenaRuntime, spans, g_index, a_index, grad_scale, found_inf) -> None:
         arena = ar.arena
+        adopted = [s for s in spans if s[3] is not None]  # large gradients read where they lie
+        if adopted:
+            self._step_adopted(ar, adopted, g_index, found_inf)
+            spans = [s for s in spans if s[3] is None]
+            if not spans:
+                return
         flags = self._group_flags[g_index]
         backend = self._backend_now(ar, flags, grad_scale, found_inf)
         if backend == "foreach":  # the small-model path: keep Python work to the minimum
             kwargs = self._group_kwargs[g_index]
-            for start, end, members in spans:
+            for start, end, members, _ in spans:
                 if end - start == arena.numel:
                     lists = ar.whole_lists
                 else:
@@ -261,7 +271,7 @@ class ArenaOptimizer(torch.optim.Optimizer):
             kernel = functools.partial(B.fused_step, self.rule)
         else:
             kernel = functools.partial(B.COMPILED.get(self._kernel_key(arena, flags, grad_scale, found_inf)), self.rule)
-        for start, end, members in spans:
+        for start, end, members, _ in spans:
             step = self._next_step(arena, members, found_inf)
             param, grad = arena.flat_param[start:end], arena.flat_grad[start:end]
             states = [s[start:end] for s in ar.flat_state_list]
@@ -276,6 +286,17 @@ class ArenaOptimizer(torch.optim.Optimizer):
                 else:
                     kernel(*args, step, grad_scale, found_inf, seed)
             self._after_step(arena, members, step)
+
+    def _step_adopted(self, ar: _ArenaRuntime, spans, g_index, found_inf) -> None:
+        """The runs whose gradients lie outside the arena: one call of the rule's list restatement."""
+        arena = ar.arena
+        params = [arena.flat_param[start:end] for start, end, _, _ in spans]
+        states = [[flat[start:end] for start, end, _, _ in spans] for flat in ar.flat_state_list]
+        with torch.no_grad():
+            self.rule.update_lists_(params, [grad for *_, grad in spans], *states, **self._group_kwargs[g_index],
+                                    found_inf=found_inf)
+        for _, _, members, _ in spans:
+            self._after_step(arena, members, None)
 
     def _kernel_key(self, arena: Arena, flags, grad_scale, found_inf) -> tuple:
         state_dtypes = tuple(str(arena.flat_states[n].dtype)[6:] for n in self.rule.states)

@@ -292,7 +292,7 @@ class Muon(torch.optim.Optimizer):
             for a_index, (arena, arena_spans) in enumerate(zip(rt.arenas, spans[i])):
                 flat_buf = arena.flat_states["momentum_buffer"]
                 seed = mix_seed(self._seed_counter, i * 4099 + a_index)
-                for start, end, members in arena_spans:
+                for start, end, members, _ in arena_spans:  # Muon's arenas copy every gradient in
                     g = arena.flat_grad[start:end]
                     buf = flat_buf[start:end]
                     new_buf, u = R.nesterov_momentum(g, buf.to(g.dtype), **hyper)

@@ -18,6 +18,10 @@ class Rule:
     of tensors and Python-float hyperparameters: the fast path for small parameter sets, where kernel
     launch overhead, not bandwidth, is the cost. It handles plain steps only (state in the parameter's
     dtype, no GradScaler); the engine falls back to ``update`` otherwise.
+
+    ``update_lists_`` optionally restates it in place on lists of tensors whose gradients lie outside the
+    arena (state in the parameter's dtype; ``found_inf`` but no ``grad_scale``): with it, the engine leaves
+    large fresh gradients where autograd made them instead of copying each into its slot.
     """
 
     name: str
@@ -27,3 +31,4 @@ class Rule:
     flags: tuple[str, ...] = ()
     uses_step: bool = False
     update_foreach_: Callable | None = field(default=None, compare=False)
+    update_lists_: Callable | None = field(default=None, compare=False)

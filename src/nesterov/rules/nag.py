@@ -42,6 +42,15 @@ def update_foreach_(params, grads, bufs, *, lr, momentum, dampening, weight_deca
         p.add_(b, alpha=-lr * momentum)
 
 
+def update_lists_(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False, found_inf=None):
+    """In place on lists of tensors, each gradient read where it lies (and never written), skipped where
+    ``found_inf`` is set: torch's fused SGD kernel, whose Nesterov update is :func:`update` (the zero first
+    buffer makes its first-step copy of ``g`` the same as ``b ← μ·0 + g``). No ``grad_scale``: that kernel
+    would unscale the gradients in place."""
+    torch._fused_sgd_(params, grads, bufs, weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=dampening,
+                      nesterov=True, maximize=maximize, is_first_step=False, found_inf=found_inf)
+
+
 NAG_RULE = Rule(
     name="nag",
     states=("momentum_buffer",),
@@ -49,4 +58,5 @@ NAG_RULE = Rule(
     flags=("maximize",),
     update=update,
     update_foreach_=update_foreach_,
+    update_lists_=update_lists_,
 )
