@@ -10,7 +10,9 @@ autograd accumulates into it in place (``zero_grad(set_to_none=False)`` is one f
 after ``zero_grad(set_to_none=True)`` a tensor hook writes the fresh gradient into the parameter's slot
 (cache-hot, just produced by backward) and hands autograd that slot, which it adopts as ``p.grad``. A
 gradient that arrives some other way (assigned by hand, produced by DDP's buckets) is copied into its
-slot at step time; the caller's tensor is never written.
+slot at step time; the caller's tensor is never written. With ``adopt_large_grads`` (rules that can step
+tensors whose gradients lie elsewhere) large gradients are not copied at all: they stay where autograd
+made them, and :meth:`Arena.run_spans` hands them to the step as runs of their own.
 """
 
 from __future__ import annotations
