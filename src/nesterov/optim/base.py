@@ -132,7 +132,8 @@ class ArenaOptimizer(torch.optim.Optimizer):
         for (device, dtype), members in buckets.items():
             state_dtype = self.state_dtype or dtype
             align = BLOCK if getattr(self.rule, "per_tensor", False) else 1
-            adopt = self.rule.update_lists_ is not None and state_dtype == dtype  # see Rule.update_lists_
+            # see Rule.update_lists_; ``eager`` stays the rule as written, the reference for the others
+            adopt = self.rule.update_lists_ is not None and state_dtype == dtype and self.backend != "eager"
             arena = Arena(members, {name: state_dtype for name in self.rule.states}, align, adopt_large_grads=adopt)
             hyper_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
             hyper_tensors = {
