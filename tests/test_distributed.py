@@ -1,4 +1,4 @@
-"""NAG under FSDP2 and DDP on a real two-process gloo group.
+"""Every optimizer under FSDP2 and DDP, and Muon's sharded Newton–Schulz, on real two-process gloo groups.
 
 FSDP2's DTensor params take the per-tensor path; under DDP the averaged gradients land in the arena
 (written into p.grad by DDP's reducer, or copied from its buckets with gradient_as_bucket_view).
@@ -6,11 +6,36 @@ FSDP2's DTensor params take the per-tensor path; under DDP the averaged gradient
 
 from __future__ import annotations
 
+import os
+import time
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import nesterov
+
+
+def _rank_main(rank: int, world: int, init_file: str, out_file: str, work: str) -> None:
+    """One rank: join the gloo group, run ``work`` (a function of this module), save what it returns, and
+    leave the group only once every rank has saved. Destroying the group while a peer is still finishing
+    its last collective aborts that peer (it happened about one run in 30)."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.save(globals()[work](rank, world), f"{out_file}.{rank}.tmp")
+        os.replace(f"{out_file}.{rank}.tmp", f"{out_file}.{rank}")
+        deadline = time.monotonic() + 120
+        while not all(os.path.exists(f"{out_file}.{r}") for r in range(world)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        dist.destroy_process_group()
+
+
+def _on_two_ranks(work, tmp_path) -> list:
+    """What ``work(rank, world)`` returns on each rank of a real two-process gloo group."""
+    out = tmp_path / "result"
+    mp.spawn(_rank_main, args=(2, str(tmp_path / "init"), str(out), work.__name__), nprocs=2, join=True)
+    return [torch.load(f"{out}.{rank}") for rank in range(2)]
 
 
 def _make_model():
@@ -22,30 +47,22 @@ def _make_model():
     return model
 
 
-def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        ours, ref = _make_model(), _make_model()
-        opt = nesterov.NAG(ours.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
-        ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
-        gen = torch.Generator().manual_seed(rank)
-        for _ in range(4):
-            x, y = torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
-            for model, o in ((ours, opt), (ref, ref_opt)):
-                o.zero_grad()
-                torch.nn.functional.cross_entropy(model(x), y).backward()
-                o.step()
-        diff = max(
-            (p.full_tensor() - q.full_tensor()).abs().max().item()
-            for p, q in zip(ours.parameters(), ref.parameters())
-        )
-        loose = sum(len(rt.loose) for rt in opt._runtimes)
-        ddp_diffs = [_ddp_diff(rank, bucket_view) for bucket_view in (False, True)]
-        if rank == 0:
-            torch.save({"diff": diff, "loose": loose, "params": len(list(ours.parameters())),
-                        "ddp": ddp_diffs}, out_file)
-    finally:
-        dist.destroy_process_group()
+def _nag_work(rank: int, world: int) -> dict:
+    ours, ref = _make_model(), _make_model()
+    opt = nesterov.NAG(ours.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
+    gen = torch.Generator().manual_seed(rank)
+    for _ in range(4):
+        x, y = torch.randn(16, 6, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+        for model, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            o.step()
+    diff = max((p.full_tensor() - q.full_tensor()).abs().max().item()
+               for p, q in zip(ours.parameters(), ref.parameters()))
+    loose = sum(len(rt.loose) for rt in opt._runtimes)
+    ddp_diffs = [_ddp_diff(rank, bucket_view) for bucket_view in (False, True)]
+    return {"diff": diff, "loose": loose, "params": len(list(ours.parameters())), "ddp": ddp_diffs}
 
 
 def _ddp_diff(rank: int, bucket_view: bool) -> float:
@@ -70,9 +87,7 @@ def _ddp_diff(rank: int, bucket_view: bool) -> float:
 
 
 def test_nag_matches_torch_sgd_under_fsdp2_and_ddp(tmp_path):
-    out = tmp_path / "result.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
-    result = torch.load(out)
+    result = _on_two_ranks(_nag_work, tmp_path)[0]
     assert result["loose"] == result["params"]  # DTensors cannot be arena views: per-tensor rule
     assert result["diff"] <= 1e-6
     assert max(result["ddp"]) <= 1e-6
@@ -85,17 +100,7 @@ def _muon_nets(dtype):
     return net.to(dtype)
 
 
-def _muon_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        # Each rank writes its own file: a collective right before destroy_process_group sometimes
-        # aborted a gloo rank on exit (1 run in 30).
-        torch.save(_muon_run(), f"{out_file}.{rank}")
-    finally:
-        dist.destroy_process_group()
-
-
-def _muon_run() -> dict:
+def _muon_work(rank: int, world: int) -> dict:
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -139,9 +144,7 @@ def _muon_run() -> dict:
 def test_muon_under_fsdp2_and_ddp_equals_one_process(tmp_path):
     """FSDP2 shards each matrix by rows; each matrix is gathered on one rank, orthogonalised there, and its
     rows scattered back: the ranks share the Newton–Schulz work (4 matrices: 2 each) and agree with one process."""
-    out = tmp_path / "muon.pt"
-    mp.spawn(_muon_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
-    results = [torch.load(f"{out}.{rank}") for rank in range(2)]
+    results = _on_two_ranks(_muon_work, tmp_path)
     assert [r["fsdp_matrices"] for r in results] == [2, 2]
     result = results[0]
     assert result["moved"] > 1e-3  # the steps did something
@@ -152,12 +155,8 @@ def test_muon_under_fsdp2_and_ddp_equals_one_process(tmp_path):
 FAMILY = ("NAdamW", "Adan", "LARS", "LAMB")
 
 
-def _family_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.save({name: _family_run(name) for name in FAMILY}, f"{out_file}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _family_work(rank: int, world: int) -> dict:
+    return {name: _family_run(name) for name in FAMILY}
 
 
 def _family_run(name: str) -> float:
@@ -182,44 +181,35 @@ def _family_run(name: str) -> float:
 def test_family_under_fsdp2_equals_one_process(tmp_path):
     """Elementwise rules step each shard; LARS and LAMB, whose trust ratios need whole-tensor norms, step
     the gathered tensor and keep their shard."""
-    out = tmp_path / "family.pt"
-    mp.spawn(_family_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
-    for rank in range(2):
-        diffs = torch.load(f"{out}.{rank}")
+    for diffs in _on_two_ranks(_family_work, tmp_path):
         assert max(diffs.values()) <= 1e-14, diffs
 
 
-def _sharded_apply_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+def _sharded_apply_work(rank: int, world: int) -> dict:
     from nesterov.engine.matrices import batched_apply, sharded_apply
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        gen = torch.Generator().manual_seed(11)  # the same matrices on every rank
-        shapes = [(1, 4), (2, 3), (5, 5), (5, 5), (7, 2), (3, 8), (5, 5), (4, 1)]
-        full = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
-        mine = [m.chunk(world)[rank] if rank < len(m.chunk(world)) else m[:0] for m in full]  # torch.chunk rows
-        calls = []
+    gen = torch.Generator().manual_seed(11)  # the same matrices on every rank
+    shapes = [(1, 4), (2, 3), (5, 5), (5, 5), (7, 2), (3, 8), (5, 5), (4, 1)]
+    full = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    mine = [m.chunk(world)[rank] if rank < len(m.chunk(world)) else m[:0] for m in full]  # torch.chunk rows
+    calls = []
 
-        def fn(batch):  # any function that maps each matrix on its own
-            calls.append(batch.shape[0])
-            return batch @ batch.mT @ batch + 1.0
+    def fn(batch):  # any function that maps each matrix on its own
+        calls.append(batch.shape[0])
+        return batch @ batch.mT @ batch + 1.0
 
-        got = sharded_apply(fn, mine, shapes, dist.group.WORLD)
-        want = [out.chunk(world)[rank] if rank < len(out.chunk(world)) else out[:0]
-                for out in batched_apply(lambda b: b @ b.mT @ b + 1.0, full)]
-        diff = max((g - w).abs().max().item() if w.numel() else float(g.numel()) for g, w in zip(got, want))
-        shapes_ok = all(g.shape == w.shape for g, w in zip(got, want))
-        torch.save({"diff": diff, "shapes_ok": shapes_ok, "matrices": sum(calls)}, f"{out_file}.{rank}")
-    finally:
-        dist.destroy_process_group()
+    got = sharded_apply(fn, mine, shapes, dist.group.WORLD)
+    want = [out.chunk(world)[rank] if rank < len(out.chunk(world)) else out[:0]
+            for out in batched_apply(lambda b: b @ b.mT @ b + 1.0, full)]
+    diff = max((g - w).abs().max().item() if w.numel() else float(g.numel()) for g, w in zip(got, want))
+    shapes_ok = all(g.shape == w.shape for g, w in zip(got, want))
+    return {"diff": diff, "shapes_ok": shapes_ok, "matrices": sum(calls)}
 
 
 def test_sharded_apply_computes_each_matrix_once_and_returns_each_rank_its_rows(tmp_path):
     """Row-sharded matrices, ranks holding no rows included: every rank gets exactly its rows of fn(matrix),
     and the 8 matrices are computed once in all, 4 on each rank."""
-    out = tmp_path / "sharded.pt"
-    mp.spawn(_sharded_apply_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
-    results = [torch.load(f"{out}.{rank}") for rank in range(2)]
+    results = _on_two_ranks(_sharded_apply_work, tmp_path)
     assert all(r["shapes_ok"] for r in results)
     assert max(r["diff"] for r in results) <= 1e-12
     assert [r["matrices"] for r in results] == [4, 4]
