@@ -135,7 +135,7 @@ class Arena:
             # Called by autograd before it accumulates ``grad`` into p.grad.
             self_ = arena()
             if self_ is None or grad.is_sparse or self_.params[i].grad is not None:
-                return grad  # accumulation goes into the existing p.grad (an arena view)
+                return grad  # accumulation goes into the existing p.grad (an arena view, or an adopted tensor)
             if self_._adopted(self_.params[i]):
                 return grad  # autograd adopts the fresh tensor; the step reads it there
             slot = self_._view(self_.flat_grad, i)
