@@ -6,36 +6,11 @@ FSDP2's DTensor params take the per-tensor path; under DDP the averaged gradient
 
 from __future__ import annotations
 
-import os
-import time
-
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import nesterov
-
-
-def _rank_main(rank: int, world: int, init_file: str, out_file: str, work: str) -> None:
-    """One rank: join the gloo group, run ``work`` (a function of this module), save what it returns, and
-    leave the group only once every rank has saved. Destroying the group while a peer is still finishing
-    its last collective aborts that peer (it happened about one run in 30)."""
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.save(globals()[work](rank, world), f"{out_file}.{rank}.tmp")
-        os.replace(f"{out_file}.{rank}.tmp", f"{out_file}.{rank}")
-        deadline = time.monotonic() + 120
-        while not all(os.path.exists(f"{out_file}.{r}") for r in range(world)) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        dist.destroy_process_group()
-
-
-def _on_two_ranks(work, tmp_path) -> list:
-    """What ``work(rank, world)`` returns on each rank of a real two-process gloo group."""
-    out = tmp_path / "result"
-    mp.spawn(_rank_main, args=(2, str(tmp_path / "init"), str(out), work.__name__), nprocs=2, join=True)
-    return [torch.load(f"{out}.{rank}") for rank in range(2)]
+from _dist import on_two_ranks as _on_two_ranks
 
 
 def _make_model():
