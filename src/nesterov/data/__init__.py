@@ -1,13 +1,20 @@
 """Small classification datasets that live on the device as whole tensors.
 
-``load_dataset(spec)`` understands three specs:
+``load_dataset(spec)`` understands these specs:
 
 - ``mnist1d``   MNIST-1D, generated offline by the ``mnist1d`` package (``make_dataset(get_dataset_args())``:
                 4000 train / 1000 test, length-40 signals, 10 classes) and cached on disk after the first call;
 - ``digits``    scikit-learn's bundled 8x8 digits (1797 images, pixels scaled to [0, 1]); a fixed 20 % test
                 split is carved out (the same split for every run seed);
 - ``npz:PATH``  a NumPy ``.npz`` file with arrays ``x`` (N, ...) and ``y`` (N,) integer labels, and optionally
-                ``x_test`` / ``y_test``; without them a fixed 20 % test split is carved out and reported.
+                ``x_test`` / ``y_test``; without them a fixed 20 % test split is carved out and reported;
+- ``imagefolder:PATH``  one folder of images per class (``train/`` and ``val/`` or ``test/`` below PATH, else a
+                fixed 20 % carved split), decoded once with Pillow into a cached uint8 tensor;
+- ``cifar10:PATH`` / ``cifar100:PATH``  the python-batches format, read by a restricted unpickler;
+- ``text:PATH`` / ``pysrc``  bytes for next-byte prediction (:mod:`nesterov.data.text`).
+
+Images stay uint8 ``(N, C, H, W)`` on the device; :meth:`Dataset.inputs` normalises a batch and augments it
+(random crop with padding, horizontal flip; :data:`AUGMENTS`) as it is drawn.
 
 Batches are drawn by indexing the device tensors with a permutation (see :func:`epoch_permutation`): no
 per-sample Python, no DataLoader.  Bad data raises :class:`DataError` naming the file and the problem.
@@ -24,16 +31,22 @@ import numpy as np
 import torch
 
 __all__ = [
+    "AUGMENTS",
     "DATASETS",
     "DataError",
     "Dataset",
     "cache_dir",
     "carve_split",
     "epoch_permutation",
+    "is_text",
     "load_dataset",
+    "valid_spec",
 ]
 
-DATASETS = ("mnist1d", "digits", "npz:PATH")
+DATASETS = ("mnist1d", "digits", "npz:PATH", "imagefolder:PATH", "cifar10:PATH", "cifar100:PATH", "text:PATH",
+            "pysrc")
+PREFIXES = ("npz:", "imagefolder:", "cifar10:", "cifar100:", "text:")
+AUGMENTS = ("auto", "none", "flip", "crop", "crop-flip")
 TEST_FRACTION = 0.2  # carved when a dataset has no test split of its own
 SPLIT_SEED = 0  # carving uses a fixed seed so every run seed sees the same test set
 
@@ -54,6 +67,29 @@ class Dataset:
     num_classes: int
     notes: list[str] = field(default_factory=list)  # e.g. "carved a 20 % test split"
     seconds: float = 0.0  # data preparation time (generation or cache load, checks, transfer)
+    mean: torch.Tensor | None = None  # images: x is uint8 (N, C, H, W), normalised per channel when drawn
+    std: torch.Tensor | None = None
+    default_augment: str = "none"  # what --augment auto means for this dataset
+    kind: str = "classify"
+
+    @property
+    def image(self) -> bool:
+        return self.mean is not None
+
+    def inputs(self, xb: torch.Tensor, augment: str = "none", gen: torch.Generator | None = None) -> torch.Tensor:
+        """A batch as the model takes it: images augmented (``augment``, draws from ``gen``) and normalised."""
+        if not self.image:
+            return xb
+        if augment == "auto":
+            augment = self.default_augment
+        if augment != "none":
+            from .images import augment as _augment
+
+            pad = max(1, xb.shape[-1] // 8) if "crop" in augment else 0
+            xb = _augment(xb, gen, pad, "flip" in augment)
+        from .images import to_float
+
+        return to_float(xb, self.mean, self.std)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -61,7 +97,9 @@ class Dataset:
 
     def to(self, device) -> "Dataset":
         return replace(self, x=self.x.to(device), y=self.y.to(device),
-                       x_test=self.x_test.to(device), y_test=self.y_test.to(device))
+                       x_test=self.x_test.to(device), y_test=self.y_test.to(device),
+                       mean=None if self.mean is None else self.mean.to(device),
+                       std=None if self.std is None else self.std.to(device))
 
     def describe(self) -> str:
         s = (f"{self.name}: {len(self.y)} train / {len(self.y_test)} test, input {list(self.input_shape)}, "
@@ -215,12 +253,31 @@ def _check(arrays: dict[str, np.ndarray], where: str) -> None:
                             f"but y only has classes 0..{c - 1}")
 
 
-def load_dataset(spec: str, device="cpu") -> Dataset:
-    """Load ``mnist1d``, ``digits`` or ``npz:PATH`` as whole tensors on ``device``."""
+def is_text(spec: str) -> bool:
+    return spec == "pysrc" or spec.startswith("text:")
+
+
+def valid_spec(spec: str) -> bool:
+    return spec in ("mnist1d", "digits", "pysrc") or spec.startswith(PREFIXES)
+
+
+def load_dataset(spec: str, device="cpu"):
+    """Load a dataset (see the module docstring) as whole tensors on ``device``.
+
+    Returns a :class:`Dataset` (classification) or a :class:`~nesterov.data.text.TextData` (``text:``, ``pysrc``).
+    """
     t0 = time.perf_counter()
     if not isinstance(spec, str) or not spec:
         raise DataError(f"dataset must be one of {', '.join(DATASETS)}; got {spec!r}")
     notes: list[str] = []
+    if is_text(spec):
+        from .text import load_pysrc, load_text
+
+        d = load_pysrc() if spec == "pysrc" else load_text(spec[5:])
+        d = d.to(device)
+        d.seconds = time.perf_counter() - t0
+        return d
+    image = False
     if spec == "mnist1d":
         arrays, where = _mnist1d_arrays(), "mnist1d"
     elif spec == "digits":
@@ -228,13 +285,27 @@ def load_dataset(spec: str, device="cpu") -> Dataset:
     elif spec.startswith("npz:"):
         where = spec[4:]
         arrays = _npz_arrays(where)
+    elif spec.startswith("imagefolder:"):
+        from .images import load_imagefolder
+
+        where = spec[len("imagefolder:"):]
+        arrays, classes = load_imagefolder(where)
+        image = True
+    elif spec.startswith(("cifar10:", "cifar100:")):
+        from .images import load_cifar
+
+        k = spec.index(":")
+        where = spec[k + 1:]
+        classes = range(int(spec[5:k]))
+        arrays, image = load_cifar(where, len(classes)), True
     else:
         raise DataError(f"unknown dataset {spec!r}; valid: {', '.join(DATASETS)}")
     _check(arrays, where)
-    x = torch.as_tensor(arrays["x"], dtype=torch.float32)
+    xdtype = torch.uint8 if image else torch.float32
+    x = torch.as_tensor(arrays["x"], dtype=xdtype)
     y = torch.as_tensor(np.asarray(arrays["y"]).astype(np.int64))
     if "x_test" in arrays:
-        xt = torch.as_tensor(arrays["x_test"], dtype=torch.float32)
+        xt = torch.as_tensor(arrays["x_test"], dtype=xdtype)
         yt = torch.as_tensor(np.asarray(arrays["y_test"]).astype(np.int64))
     else:
         x, y, xt, yt = carve_split(x, y, TEST_FRACTION)
@@ -243,6 +314,13 @@ def load_dataset(spec: str, device="cpu") -> Dataset:
     num_classes = int(max(int(y.max()), int(yt.max()))) + 1
     if num_classes < 2:
         raise DataError(f"{where}: labels hold a single class; need at least 2")
-    ds = Dataset(spec, x, y, xt, yt, num_classes, notes).to(device)
+    ds = Dataset(spec, x, y, xt, yt, num_classes, notes)
+    if image:
+        from .images import channel_stats
+
+        ds.num_classes = max(num_classes, len(classes))
+        ds.mean, ds.std = channel_stats(x)
+        ds.default_augment = "crop-flip" if spec.startswith("cifar") else "crop"
+    ds = ds.to(device)
     ds.seconds = time.perf_counter() - t0
     return ds

@@ -1,0 +1,242 @@
+"""Image datasets: ``imagefolder:PATH`` (Pillow), ``cifar10:PATH`` / ``cifar100:PATH`` (python batches), and
+augmentation on the device (random crop with padding, horizontal flip).
+
+Images are kept as one uint8 tensor ``(N, C, H, W)`` on the device; :func:`to_float` normalises a batch by the
+training set's per-channel mean and standard deviation when it is drawn.  ``imagefolder`` decodes once and caches
+the tensor under :func:`~nesterov.data.cache_dir`, keyed by the paths, sizes and modification times of the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["IMAGE_EXTENSIONS", "augment", "load_cifar", "load_imagefolder", "restricted_load", "to_float"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _error(msg):
+    from . import DataError
+
+    return DataError(msg)
+
+
+# --------------------------------------------------------------------------------------------- augmentation
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
+    """Random crop of the ``pad``-padded (reflect) image back to its size, and a random horizontal flip.
+
+    ``x`` is ``(B, C, H, W)``; the random draws come from ``gen`` (a CPU generator) for the whole batch, so the
+    crop of example ``i`` does not depend on which process handles it.
+    """
+    b, _, h, w = x.shape
+    if pad:
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        mode = "reflect" if pad < min(h, w) else "replicate"
+        xp = torch.nn.functional.pad(x if x.is_floating_point() else x.float(), (pad,) * 4, mode=mode).to(x.dtype)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+        x = xp[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        f = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        x = torch.where(f[:, None, None, None], x.flip(3), x)
+    return x.contiguous()
+
+
+def to_float(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> normalised float: ``(x / 255 - mean) / std`` per channel."""
+    x = x.to(dtype).div_(255.0)
+    return x.sub_(mean.to(x)[:, None, None]).div_(std.to(x)[:, None, None])
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation of a uint8 image tensor, in [0, 1] units."""
+    xf = x.double().div(255.0).transpose(0, 1).reshape(x.shape[1], -1)
+    return xf.mean(1).float(), xf.std(1).clamp_min(1e-3).float()
+
+
+# --------------------------------------------------------------------------------------------- ImageFolder
+def _class_dirs(root: Path) -> list[Path]:
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not dirs:
+        raise _error(f"{root}: no class folders (expected one sub-folder of images per class)")
+    return dirs
+
+
+def _files(d: Path) -> list[Path]:
+    files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise _error(f"{d}: class folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def _decode(path: Path, size: tuple[int, int] | None, mode: str | None) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if mode is None:
+                mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+            im = im.convert(mode)
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds (OSError, SyntaxError, ValueError...)
+        raise _error(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def _decode_split(root: Path, classes: list[str], size, mode) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for c, name in enumerate(classes):
+        d = root / name
+        if not d.is_dir():
+            raise _error(f"{d}: missing class folder (the training split has a class {name!r})")
+        for f in _files(d):
+            a = _decode(f, size, mode)
+            if size is None:
+                size, mode = a.shape[:2], ("L" if a.shape[2] == 1 else "RGB")
+            xs.append(a)
+            ys.append(c)
+    return np.stack(xs).transpose(0, 3, 1, 2).copy(), np.asarray(ys, dtype=np.int64)
+
+
+def load_imagefolder(path: str, size: int | None = None) -> tuple[dict, list[str]]:
+    """Arrays ``x``, ``y`` (and ``x_test``, ``y_test`` when PATH has ``train/`` and ``val/`` or ``test/``).
+
+    Images are resized to the first image's size (or ``size`` x ``size``) and converted to its mode (grey or
+    RGB).  The decoded tensor is cached; the cache key covers every file's path, size and mtime.
+    """
+    from . import cache_dir
+
+    if not path:
+        raise _error("imagefolder: give a folder, as in --dataset imagefolder:data/pets")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise _error(f"{path}: no such folder")
+    val = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+    train = root / "train" if (root / "train").is_dir() and val is not None else root
+    classes = [d.name for d in _class_dirs(train)]
+    if len(classes) < 2:
+        raise _error(f"{train}: only one class folder ({classes[0]}); need at least 2")
+    listing = []
+    for split in [train] + ([val] if val is not None else []):
+        for name in classes:
+            d = split / name
+            if d.is_dir():
+                for f in _files(d):
+                    st = f.stat()
+                    listing.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
+    key = hashlib.sha256("\n".join([str(size)] + listing).encode()).hexdigest()[:20]
+    cache = cache_dir() / f"imagefolder-{key}.npz"
+    if cache.exists():
+        try:
+            with np.load(cache) as f:
+                return {k: f[k] for k in f.files}, classes
+        except Exception:  # noqa: BLE001 - a bad cache is rebuilt
+            pass
+    sz = (size, size) if size else None
+    x, y = _decode_split(train, classes, sz, None)
+    arrays = {"x": x, "y": y}
+    if val is not None:
+        extra = sorted(d.name for d in _class_dirs(val) if d.name not in classes)
+        if extra:
+            raise _error(f"{val}: class folder(s) {extra} not in {train}")
+        arrays["x_test"], arrays["y_test"] = _decode_split(val, classes, tuple(x.shape[2:]),
+                                                           "L" if x.shape[1] == 1 else "RGB")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return arrays, classes
+
+
+# --------------------------------------------------------------------------------------------- CIFAR
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR python batches hold: dicts, lists, str/bytes/numbers and numpy arrays.
+
+    Any other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``...) is refused, so a crafted
+    file cannot run code.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how Python 2 pickles of bytes are read with encoding="bytes"
+        ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
+        ("__builtin__", "object"), ("builtins", "object"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise _Refused(f"global '{module}.{name}' is not allowed in a CIFAR batch")
+
+
+def restricted_load(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            d = _RestrictedUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+    except _Refused as e:
+        raise _error(f"{path}: refused: {e}") from None
+    except Exception as e:  # noqa: BLE001 - truncated / not a pickle
+        raise _error(f"{path}: not a CIFAR python batch ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise _error(f"{path}: not a CIFAR python batch (a {type(d).__name__}, expected a dict)")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    d = restricted_load(path)
+    if "data" not in d or label_key not in d:
+        raise _error(f"{path}: missing key(s) {sorted({'data', label_key} - set(d))}; found {sorted(map(str, d))}")
+    x = np.asarray(d["data"])
+    y = np.asarray(d[label_key])
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        raise _error(f"{path}: 'data' must be a uint8 array of shape (N, 3072); got {x.dtype} {x.shape}")
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise _error(f"{path}: '{label_key}' must hold {len(x)} integer labels; got {y.dtype} {y.shape}")
+    return x.reshape(-1, 3, 32, 32), y.astype(np.int64)
+
+
+def load_cifar(path: str, classes: int) -> dict:
+    """CIFAR-10 (``data_batch_1..5``, ``test_batch``) or CIFAR-100 (``train``, ``test``) python batches."""
+    name = f"cifar{classes}"
+    if not path:
+        raise _error(f"{name}: give the folder of the python batches, as in --dataset {name}:data/cifar-10-batches-py")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise _error(f"{path}: no such folder")
+    if classes == 10:
+        train_files, test_file, key = sorted(root.glob("data_batch_*")), root / "test_batch", "labels"
+    else:
+        train_files, test_file, key = [root / "train"], root / "test", "fine_labels"
+    train_files = [f for f in train_files if f.is_file()]
+    if not train_files:
+        want = "data_batch_1 .. data_batch_5" if classes == 10 else "train"
+        raise _error(f"{root}: no training batch ({want}); is this the python version of {name}?")
+    parts = [_cifar_batch(f, key) for f in train_files]
+    arrays = {"x": np.concatenate([p[0] for p in parts]), "y": np.concatenate([p[1] for p in parts])}
+    if test_file.is_file():
+        arrays["x_test"], arrays["y_test"] = _cifar_batch(test_file, key)
+    for k in ("y", "y_test"):
+        if k in arrays and arrays[k].size and (arrays[k].min() < 0 or arrays[k].max() >= classes):
+            raise _error(f"{root}: labels must be in 0..{classes - 1}; found {arrays[k].min()}..{arrays[k].max()}")
+    return arrays
