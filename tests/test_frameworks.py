@@ -157,6 +157,7 @@ def test_hf_trainer_bf16_warmup_from_zero_clipping_and_resume(name, tmp_path):
     initial = [p.detach().clone() for p in model.parameters()]
     trainer = hf_trainer(model, name, hf_args(tmp_path / "run", bf16=True, save_strategy="steps", save_steps=3),
                          [recorder])
+    assert trainer.accelerator.mixed_precision == "bf16"  # the forward and backward run under bf16 autocast
     trainer.train()
     straight = snapshot(model)
 
