@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from nesterov.models import MODELS, build_model
+from nesterov.models import build_model
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", ["cnn1d", "linear", "mlp"])
 @pytest.mark.parametrize("shape", [(40,), (64,)])
 def test_models_return_logits(name, shape):
     torch.manual_seed(0)

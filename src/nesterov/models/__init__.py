@@ -1,4 +1,4 @@
-"""Models for the small classification datasets of :mod:`nesterov.data`; each returns logits.
+"""Models for the datasets of :mod:`nesterov.data`; each returns logits.
 
 - ``linear``  logistic regression: one Linear layer on the flattened input;
 - ``mlp``     Linear-ReLU-Linear-ReLU-Linear (100 hidden units, as in the MNIST-1D paper's MLP);
@@ -6,7 +6,13 @@
               max pools after the 2nd and 4th), a global max pool and a linear head.  33 k parameters;
               98.3-99 % test accuracy on MNIST-1D in five epochs, against 94 % for the paper's CNN.
 
-``build_model(name, input_shape, num_classes)``; an unknown name raises ``ValueError`` listing valid ones.
+- ``resnet18``, ``airbench``  convnets for images (:mod:`nesterov.models.resnet`);
+- ``gpt``     a nanoGPT-style byte-level decoder with tied embeddings (:mod:`nesterov.models.gpt`).
+
+``build_model(name, input_shape, num_classes, **options)``; options are ``width`` (resnet18, airbench, gpt),
+``depth``, ``heads``, ``context`` (gpt); an unknown name or option raises ``ValueError`` listing valid ones.
+:func:`param_roles` tells the trainer which parameters are hidden matrices, embeddings/heads and
+biases/norms.
 """
 
 from __future__ import annotations
@@ -59,11 +65,65 @@ class CNN1d(nn.Sequential):
         return super().forward(x.unsqueeze(1) if x.dim() == 2 else x)
 
 
-MODELS = {"cnn1d": CNN1d, "mlp": mlp, "linear": linear}
+def _resnet18(*a, **k):
+    from .resnet import ResNet18
+
+    return ResNet18(*a, **k)
 
 
-def build_model(name: str, input_shape, num_classes: int) -> nn.Module:
-    """The model ``name`` for inputs of ``input_shape`` (without the batch dimension)."""
+def _airbench(*a, **k):
+    from .resnet import AirNet
+
+    return AirNet(*a, **k)
+
+
+def _gpt(*a, **k):
+    from .gpt import GPT
+
+    return GPT(*a, **k)
+
+
+MODELS = {"cnn1d": CNN1d, "mlp": mlp, "linear": linear, "resnet18": _resnet18, "airbench": _airbench,
+          "gpt": _gpt}
+OPTIONS = {"resnet18": ("width",), "airbench": ("width",), "gpt": ("width", "depth", "heads", "context")}
+TEXT_MODELS = ("gpt",)
+
+
+def build_model(name: str, input_shape, num_classes: int, **options) -> nn.Module:
+    """The model ``name`` for inputs of ``input_shape`` (without the batch dimension).
+
+    ``options`` with the value ``None`` are ignored (the model's default).
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
-    return MODELS[name](tuple(input_shape), num_classes)
+    options = {k: v for k, v in options.items() if v is not None}
+    bad = sorted(set(options) - set(OPTIONS.get(name, ())))
+    if bad:
+        ok = ", ".join(OPTIONS.get(name, ())) or "none"
+        raise ValueError(f"model {name}: option(s) {', '.join(bad)} do not apply (valid: {ok})")
+    return MODELS[name](tuple(input_shape) if input_shape is not None else None, num_classes, **options)
+
+
+def param_roles(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Split the trainable parameters (each once, tied ones included once) into three roles:
+
+    - ``matrix``: weights of hidden Linear layers and conv kernels (weight decay; Muon's Newton-Schulz);
+    - ``embed``:  embedding tables and the output head (the last Linear), weight decay but never Muon;
+    - ``vector``: biases, norm scales and shifts, anything with fewer than 2 dimensions (no weight decay).
+    """
+    seen: set[int] = set()
+    special: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            special.add(id(m.weight))
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        special.add(id(linears[-1].weight))
+    roles: dict[str, list[nn.Parameter]] = {"matrix": [], "embed": [], "vector": []}
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        role = "vector" if p.ndim < 2 else ("embed" if id(p) in special else "matrix")
+        roles[role].append(p)
+    return roles

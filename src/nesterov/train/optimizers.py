@@ -2,7 +2,9 @@
 
 Library optimizers (``nesterov.NAG``, ``nesterov.NAdamW``, ...) are listed when they import; ``torch-sgd``
 (heavy-ball momentum), ``torch-adamw`` and ``torch-nadam`` are torch's, kept as baselines.  Weight decay is
-applied to weight matrices and conv kernels only (parameters with ``ndim >= 2``), never to biases or norms.
+applied to weight matrices, conv kernels and embeddings (parameters with ``ndim >= 2``), never to biases or norms;
+with Muon, hidden matrices and conv kernels go to Newton-Schulz and embeddings, the output head, biases and norms
+to its auxiliary rule (``use_muon=False``), see :func:`nesterov.models.param_roles`.
 """
 
 from __future__ import annotations
@@ -92,21 +94,20 @@ MUON_AUX_LR = 3e-3
 
 
 def _param_groups(name: str, model: nn.Module, weight_decay: float) -> list[dict]:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """No weight decay on biases and norms; with Muon, embeddings, the head and vectors go to the aux rule."""
+    from ..models import param_roles
+
+    r = param_roles(model)
     if name == "muon":
-        heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        head = {id(p) for p in heads[-1].parameters()} if heads else set()
-        hidden = [p for p in params if p.ndim >= 2 and id(p) not in head]
-        rest = [p for p in params if p.ndim < 2 or id(p) in head]
-        groups = [{"params": hidden, "weight_decay": weight_decay}] if hidden else []
+        groups = [{"params": r["matrix"], "weight_decay": weight_decay}] if r["matrix"] else []
+        rest = r["embed"] + r["vector"]
         if rest:
             groups.append({"params": rest, "use_muon": False, "lr": MUON_AUX_LR, "weight_decay": 0.0})
         return groups
-    decay = [p for p in params if p.ndim >= 2]
-    rest = [p for p in params if p.ndim < 2]
+    decay = r["matrix"] + r["embed"]
     groups = [{"params": decay, "weight_decay": weight_decay}] if decay else []
-    if rest:
-        groups.append({"params": rest, "weight_decay": 0.0})
+    if r["vector"]:
+        groups.append({"params": r["vector"], "weight_decay": 0.0})
     return groups
 
 
