@@ -1,6 +1,8 @@
-"""The engine every optimizer of nesterov runs on: flat arenas, backends, low-precision state."""
+"""The engine every optimizer of nesterov runs on: multi-tensor steps over the user's own tensors.
 
-from nesterov.engine.arena import Arena, fits_arena
-from nesterov.engine.backends import BACKENDS, fused_step
-
-__all__ = ["Arena", "BACKENDS", "fits_arena", "fused_step"]
+- :mod:`nesterov.engine.kernels`: the backends (eager, foreach, compile, torch) that run one rule over
+  lists of parameters, gradients and optimizer-owned state;
+- :mod:`nesterov.engine.precision`: low-precision state (bf16 with stochastic rounding);
+- :mod:`nesterov.engine.matrices`: batched matrix work (Muon's Newton–Schulz);
+- :mod:`nesterov.engine.compat`: the private torch symbols used anywhere.
+"""

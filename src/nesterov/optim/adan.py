@@ -1,13 +1,13 @@
-"""``Adan``: adaptive Nesterov momentum (Xie et al. 2022), the reference implementation's update, fused."""
+"""``Adan``: adaptive Nesterov momentum (Xie et al. 2022), the reference implementation's update."""
 
 from __future__ import annotations
 
-from nesterov.optim.base import ArenaOptimizer
-from nesterov.optim.nadamw import check_adaptive, check_flags
+from nesterov.optim.base import RuleOptimizer
+from nesterov.optim.validate import check_adaptive, check_flags
 from nesterov.rules.adan import ADAN_RULE
 
 
-class Adan(ArenaOptimizer):
+class Adan(RuleOptimizer):
     r"""Adan: Nesterov momentum estimated from gradients and their differences (arXiv 2208.06677).
 
     Same update and state names as the authors' code (``exp_avg``, ``exp_avg_sq``, ``exp_avg_diff``,
@@ -17,7 +17,7 @@ class Adan(ArenaOptimizer):
         lr: η ≥ 0.  betas: (β1, β2, β3) in the reference convention (1 − β_paper), each in [0, 1).
         eps: ε > 0.  weight_decay: λ ≥ 0.  no_prox: decoupled decay ``p(1 − ηλ)`` instead of the
         proximal ``p / (1 + ηλ)``.  maximize: ascend.
-        backend, state_dtype: see :class:`~nesterov.optim.base.ArenaOptimizer` (4 state buffers: 16 bytes
+        backend, state_dtype: see :class:`~nesterov.optim.base.RuleOptimizer` (4 state buffers: 16 bytes
             per fp32 parameter, 8 with ``torch.bfloat16`` state).
     """
 

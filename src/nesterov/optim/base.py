@@ -1,101 +1,69 @@
-"""``ArenaOptimizer``: the torch.optim front end shared by every rule of nesterov.
+"""``RuleOptimizer``: the torch.optim front end shared by every rule of nesterov.
 
-A subclass names its :class:`~nesterov.rules.Rule` and validates its hyperparameters; this class does
-the rest: param groups (one arena per group and (device, dtype)), ``zero_grad``, ``step(closure)``,
-GradScaler's fused unscale-and-skip, torch's state_dict layout, and the choice of backend.
+A subclass names its :class:`~nesterov.rules.base.Rule` and validates its hyperparameters; this class
+does the rest on top of ``torch.optim.Optimizer`` — param groups, hooks, ``zero_grad``, ``state_dict``
+and ``load_state_dict`` are torch's own. Parameters and gradients stay the user's: a step reads
+``p.grad``, writes ``p`` in place, and keeps its state per parameter in ``self.state[p]`` in torch's
+layout; nothing is re-pointed and no hook is registered.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-from dataclasses import dataclass, field
-
 import torch
-import torch.optim.optimizer as torch_optimizer
 from torch.distributed.tensor import DTensor
 
-from nesterov.engine import backends as B
-from nesterov.engine.arena import Arena, partition, zero_loose_grads
+from nesterov.engine import compat
+from nesterov.engine import kernels as K
 from nesterov.engine.matrices import shard_like
 from nesterov.engine.precision import mix_seed
-from nesterov.engine.segments import BLOCK, rows, span_inputs
+from nesterov.optim.validate import dtype_names
 from nesterov.rules.base import Rule
 
 STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
-
-def check_number(name: str, value, *, low=None, high=None, low_open=False, high_open=False) -> None:
-    """Raise ValueError naming ``name`` unless ``value`` is a finite real number within the bounds."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a number or a one-element tensor, got shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and (value >= high if high_open else value > high):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+# Group keys a state_dict from another version of torch or nesterov may lack; filled from the defaults
+# on load, as torch's own optimizers fill them in ``__setstate__``.
+OPTIONAL_KEYS = ("maximize", "foreach", "differentiable", "fused", "capturable", "decoupled_weight_decay", "use_muon",
+                 "nesterov", "momentum_decay", "no_prox", "exclude_1d")
 
 
-@dataclass
-class _ArenaRuntime:
-    """What one arena needs between steps: its backend and its hyperparameters as 0-d tensors."""
-
-    arena: Arena
-    backend: str
-    hyper_tensors: dict[str, torch.Tensor]
-    state_in_param_dtype: bool  # the foreach restatement handles only full-width state
-    hyper_values: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.flat_state_list = list(self.arena.flat_states.values())  # in rule.states order
-        self.whole_lists = [[t] for t in (self.arena.flat_param, self.arena.flat_grad, *self.flat_state_list)]
-
-    def hypers(self, group: dict) -> dict[str, torch.Tensor]:
-        for name, tensor in self.hyper_tensors.items():
-            value = float(group[name])
-            if self.hyper_values.get(name) != value:  # refill only what a scheduler changed
-                tensor.fill_(value)
-                self.hyper_values[name] = value
-        return self.hyper_tensors
+def scalar_dtype() -> torch.dtype:
+    """The dtype torch.optim gives its 0-d ``step`` tensors."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-@dataclass
-class _GroupRuntime:
-    arenas: list[_ArenaRuntime]
-    loose: list[torch.Tensor]  # params that cannot live in an arena (DTensor, overlapping views, ...)
+def local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor a kernel writes: a DTensor's local shard, a complex tensor's real view, else ``t``."""
+    if isinstance(t, DTensor):
+        t = t.to_local()
+    return torch.view_as_real(t) if t.is_complex() else t
 
 
-class ArenaOptimizer(torch.optim.Optimizer):
-    """A torch.optim.Optimizer whose step is ``rule`` fused over flat arenas (see ``nesterov.engine``).
+class RuleOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` whose step is ``rule`` run by the multi-tensor engine.
 
     Args:
-        backend: ``"auto"`` (default), ``"compile"``, ``"triton"``, ``"foreach"`` or ``"eager"``.
-        state_dtype: dtype of the optimizer state; ``None`` keeps the parameter's dtype,
-            ``torch.bfloat16`` halves state memory and traffic, written with stochastic rounding.
+        backend: ``"auto"`` (default), ``"compile"``, ``"foreach"``, ``"torch"`` (torch's own fused kernel,
+            where the rule has one) or ``"eager"`` (the rule as written, the reference). See
+            :mod:`nesterov.engine.kernels`.
+        state_dtype: dtype of the optimizer state; ``None`` keeps the parameter's dtype, ``torch.bfloat16``
+            halves state memory and traffic, written with stochastic rounding.
     """
 
     rule: Rule
-    _step_supports_amp_scaling = True  # GradScaler hands us grad_scale / found_inf: fused unscale+skip
 
     def __init__(self, params, defaults: dict, *, backend: str = "auto", state_dtype=None):
-        if backend not in B.BACKENDS:
-            raise ValueError(f"backend must be one of {B.BACKENDS}, got {backend!r}")
+        if backend not in K.BACKENDS:
+            raise ValueError(f"backend must be one of {K.BACKENDS}, got {backend!r}")
+        if backend == "torch" and self.rule.torch_kernel is None:
+            raise ValueError(f"backend='torch': {type(self).__name__} has no torch kernel (torch has no fused "
+                             f"kernel computing this rule); use 'auto', 'compile', 'foreach' or 'eager'")
         if state_dtype not in STATE_DTYPES:
-            names = ", ".join("None" if d is None else str(d) for d in STATE_DTYPES)
-            raise ValueError(f"state_dtype must be one of {names}; got {state_dtype!r}")
+            raise ValueError(f"state_dtype must be one of {dtype_names(STATE_DTYPES)}; got {state_dtype!r}")
         self.check_hypers(defaults, where="")
         self.backend = backend
         self.state_dtype = state_dtype
-        self._runtimes: list[_GroupRuntime] = []
-        self._seed_counter = 0
-        self._checked_values: dict[int, tuple] = {}  # per group: the hyperparameters last validated
-        self._group_kwargs: dict[int, dict] = {}  # per group: the rule's keyword arguments
-        self._group_flags: dict[int, dict] = {}  # per group: the rule's flags
+        self._reset_caches()
         super().__init__(params, defaults)
 
     # -- what a subclass provides ------------------------------------------------------------------
@@ -103,342 +71,75 @@ class ArenaOptimizer(torch.optim.Optimizer):
         """Raise ValueError/TypeError naming the bad hyperparameter (``where`` says which group)."""
         raise NotImplementedError
 
+    def rule_for(self, group: dict) -> Rule:
+        return self.rule
+
+    # -- pickling: torch's __getstate__ keeps defaults, state and param_groups; ours adds the engine's
+    def __getstate__(self):
+        return {**super().__getstate__(), "backend": self.backend, "state_dtype": self.state_dtype}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("backend", "auto")
+        self.__dict__.setdefault("state_dtype", None)
+        for group in self.param_groups:  # older state: newer keys get their defaults, as torch's optimizers do
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        self._tensor_cache: dict = {}  # (group, device, dtype, kind) -> (values, 0-d tensors) for compiled kernels
+        self._salts: dict[int, int] | None = None  # id(param) -> its position: the rounding stream of each
+
     # -- param groups --------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        where = f" (param group {len(self.param_groups)})"
-        self.check_hypers({**self.defaults, **param_group}, where)
-        for p in self._group_params(param_group):
-            if p.is_sparse:
-                raise ValueError(f"sparse parameters are not supported{where}")
-        super().add_param_group(param_group)
+        super().add_param_group(param_group)  # torch's: generators, named parameters, defaults, duplicates
         try:
-            self._runtimes.append(self._build_runtime(self.param_groups[-1]["params"]))
+            self.check_group(self.param_groups[-1], f" (param group {len(self.param_groups) - 1})")
         except BaseException:
             self.param_groups.pop()
             raise
+        self._salts = None
 
-    @staticmethod
-    def _group_params(param_group: dict) -> list:
-        params = param_group.get("params", [])
-        if isinstance(params, torch.Tensor):
-            return [params]
-        return [p[1] if isinstance(p, tuple) else p for p in params if isinstance(p, (torch.Tensor, tuple))]
+    def check_group(self, group: dict, where: str) -> None:
+        """Everything a new group can be refused for: hyperparameters, tensor kinds, backend support."""
+        self.check_hypers(group, where)
+        for k, p in enumerate(group["params"]):
+            if p.layout != torch.strided:
+                raise ValueError(f"params{where}[{k}]: {p.layout} parameters are not supported (dense tensors only)")
+            if not (p.is_floating_point() or p.is_complex()):
+                raise TypeError(f"params{where}[{k}]: an optimizer needs floating-point parameters, got {p.dtype}")
+            if p.is_complex() and self.state_dtype is not None:
+                raise ValueError(f"state_dtype={self.state_dtype} is for real parameters; params{where}[{k}] is "
+                                 f"{p.dtype}")
+            if self.backend == "torch":
+                real = p.real.dtype if p.is_complex() else p.dtype
+                if not self.rule.torch_kernel_supports(p.device, real) or self.state_dtype not in (None, p.dtype):
+                    raise ValueError(f"backend='torch' cannot step params{where}[{k}] ({real} on {p.device.type}, "
+                                     f"state_dtype={self.state_dtype}): torch's kernel is not exact there; use "
+                                     f"backend='auto'")
 
-    def _build_runtime(self, params: list[torch.Tensor]) -> _GroupRuntime:
-        buckets, loose = partition(params)
-        arenas = []
-        for (device, dtype), members in buckets.items():
-            state_dtype = self.state_dtype or dtype
-            align = BLOCK if getattr(self.rule, "per_tensor", False) else 1
-            # see Rule.update_lists_; ``eager`` stays the rule as written, the reference for the others
-            adopt = self.rule.update_lists_ is not None and state_dtype == dtype and self.backend != "eager"
-            arena = Arena(members, {name: state_dtype for name in self.rule.states}, align, adopt_large_grads=adopt)
-            hyper_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-            hyper_tensors = {
-                name: torch.zeros((), dtype=hyper_dtype, device=device) for name in self.rule.hypers
-            }
-            arenas.append(_ArenaRuntime(arena, self._initial_backend(arena), hyper_tensors, state_dtype == dtype))
-        return _GroupRuntime(arenas, loose)
-
-    def _initial_backend(self, arena: Arena) -> str:
-        backend = self.backend
-        if backend == "triton":
-            if B.triton_kernel(self.rule) is None:
-                raise ValueError(f"backend='triton': rule {self.rule.name!r} has no Triton kernel")
-            if not B.triton_available(arena.device):
-                raise ValueError(
-                    f"backend='triton' needs CUDA tensors and the triton package (or TRITON_INTERPRET=1 "
-                    f"on CPU); got parameters on {arena.device}"
-                )
-        if backend != "auto":
-            return backend
-        if arena.device.type == "cuda":
-            if B.triton_available(arena.device) and B.triton_kernel(self.rule) is not None:
-                return "triton"
-            return "auto-compile"
-        return "auto-compile" if arena.numel >= B.AUTO_COMPILE_MIN_NUMEL else "foreach"
-
-    # -- zero_grad / step ----------------------------------------------------------------------------
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for runtime in self._runtimes:
-            for ar in runtime.arenas:
-                ar.arena.zero_grad(set_to_none)
-            zero_loose_grads(runtime.loose, set_to_none)
-
-    def step(self, closure=None):
-        """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
-        if torch.compiler.is_compiling():
-            # Inside a torch.compile'd training step: run the step eagerly (a graph break), since its
-            # bookkeeping (pointer checks, background compiles) is not traceable and needn't be.
-            return self._step_outside_compile(closure)
-        # torch wraps every step in a profiler range and hook loops (~10 µs, a third of a small model's
-        # step); we take that path only when a hook or a profiler is there to see it.
-        if (
-            self._optimizer_step_pre_hooks
-            or self._optimizer_step_post_hooks
-            or torch_optimizer._global_optimizer_pre_hooks
-            or torch_optimizer._global_optimizer_post_hooks
-            or torch._C._autograd._profiler_enabled()
-        ):
-            return self._observed_step(closure)
-        return self._step(closure)
-
-    step.hooked = True  # tells torch.optim.Optimizer not to wrap it again
-
-    def _step(self, closure=None):
-        # No torch.no_grad() here: arena buffers never require grad, and the small-model path cannot
-        # afford the context switch. Kernels that need it (compiled: grad mode is part of dynamo's
-        # guards; per-tensor updates of leaf params) enter it themselves.
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        # Everything that can reject the step does so before anything is written.
-        self._check_groups()
-        grad_scale = self.__dict__.get("grad_scale")  # set by GradScaler.step around our step
-        found_inf = self.__dict__.get("found_inf")
-        split = self.rule.uses_step
-        # torch's fused kernel (Rule.update_lists_) unscales the gradients it reads in place: with a
-        # GradScaler, every gradient is read from the arena, so that p.grad stays as it was.
-        in_place = grad_scale is None
-        spans = [[ar.arena.run_spans(split, in_place) for ar in rt.arenas] for rt in self._runtimes]
-        for rt in self._runtimes:
-            for p in rt.loose:
-                if p.grad is not None and p.grad.is_sparse:
-                    raise ValueError("sparse gradients are not supported")
-        self._seed_counter += 1
-        for g_index, (rt, group_spans) in enumerate(zip(self._runtimes, spans)):
-            for a_index, (ar, arena_spans) in enumerate(zip(rt.arenas, group_spans)):
-                if arena_spans:
-                    self._step_arena(ar, arena_spans, g_index, a_index, grad_scale, found_inf)
-            for p in rt.loose:
-                if p.grad is not None:
-                    self._step_loose(p, g_index, grad_scale, found_inf)
-        return loss
-
-    _observed_step = torch.optim.Optimizer.profile_hook_step(_step)
-    _step_outside_compile = torch._disable_dynamo(_observed_step)
-
-    def _check_groups(self) -> None:
-        """Validate every group's hyperparameters, re-checking only groups whose values changed.
-
-        Also keeps ``self._group_kwargs[i]``: group i's hyperparameters and flags as the keyword
-        arguments of the rule (Python values), rebuilt only when a value changed.
-        """
-        keys = tuple(self.defaults)
-        for i, group in enumerate(self.param_groups):
-            values = tuple(group.get(k) for k in keys)
-            if self._checked_values.get(i) != values:
-                self.check_hypers(group, f" (param group {i})")
-                self._checked_values[i] = values
-                flags = {name: bool(group[name]) for name in self.rule.flags}
-                self._group_kwargs[i] = {**{name: group[name] for name in self.rule.hypers}, **flags}
-                self._group_flags[i] = flags
-
-    def _step_arena(self, ar: _ArenaRuntime, spans, g_index, a_index, grad_scale, found_inf) -> None:
-        arena = ar.arena
-        adopted = [s for s in spans if s[3] is not None]  # large gradients read where they lie
-        if adopted:
-            self._step_adopted(ar, adopted, g_index, found_inf)
-            spans = [s for s in spans if s[3] is None]
-            if not spans:
-                return
-        flags = self._group_flags[g_index]
-        backend = self._backend_now(ar, flags, grad_scale, found_inf)
-        if backend == "foreach":  # the small-model path: keep Python work to the minimum
-            kwargs = self._group_kwargs[g_index]
-            for start, end, members, _ in spans:
-                if end - start == arena.numel:
-                    lists = ar.whole_lists
-                else:
-                    lists = [[t[start:end]] for t in (arena.flat_param, arena.flat_grad, *ar.flat_state_list)]
-                step = self._next_step(arena, members, found_inf)
-                if self.rule.uses_step:
-                    kwargs = {**kwargs, "step": arena.counts[members[0]] + 1}
-                span = span_inputs(self.rule, self.state, arena.params, members, step, None, kwargs,
-                                   block=arena.align)  # segments.py
-                if span:
-                    kwargs = {**kwargs, **span}
-                self.rule.update_foreach_(*lists, **kwargs)
-                self._after_step(arena, members, step)
-            return
-        hypers = ar.hypers(self.param_groups[g_index])
-        seed = mix_seed(self._seed_counter, g_index * 4099 + a_index)
-        if backend == "triton":
-            kernel = B.triton_kernel(self.rule)
-        elif backend == "eager":
-            kernel = functools.partial(B.fused_step, self.rule)
-        else:
-            kernel = functools.partial(B.COMPILED.get(self._kernel_key(arena, flags, grad_scale, found_inf)), self.rule)
-        for start, end, members, _ in spans:
-            step = self._next_step(arena, members, found_inf)
-            param, grad = arena.flat_param[start:end], arena.flat_grad[start:end]
-            states = [s[start:end] for s in ar.flat_state_list]
-            if arena.align > 1:  # per-tensor rules take the span as rows (segments.py)
-                param, grad, *states = (rows(t, arena.align) for t in (param, grad, *states))
-            span = span_inputs(self.rule, self.state, arena.params, members, step, found_inf, hypers,
-                               block=arena.align)
-            args = (param, grad, states, {**hypers, **span}, flags)
-            with torch.no_grad():  # grad mode is part of dynamo's guards: always the same one
-                if backend == "triton":
-                    kernel(*args, grad_scale, found_inf, seed)
-                else:
-                    kernel(*args, step, grad_scale, found_inf, seed)
-            self._after_step(arena, members, step)
-
-    def _step_adopted(self, ar: _ArenaRuntime, spans, g_index, found_inf) -> None:
-        """The runs whose gradients lie outside the arena: one call of the rule's list restatement."""
-        arena = ar.arena
-        params = [arena.flat_param[start:end] for start, end, _, _ in spans]
-        states = [[flat[start:end] for start, end, _, _ in spans] for flat in ar.flat_state_list]
-        with torch.no_grad():
-            self.rule.update_lists_(params, [grad for *_, grad in spans], *states, **self._group_kwargs[g_index],
-                                    found_inf=found_inf)
-        for _, _, members, _ in spans:
-            self._after_step(arena, members, None)
-
-    def _kernel_key(self, arena: Arena, flags, grad_scale, found_inf) -> tuple:
-        state_dtypes = tuple(str(arena.flat_states[n].dtype)[6:] for n in self.rule.states)
-        return (
-            self.rule.name, arena.device.type, str(arena.dtype)[6:], *state_dtypes,
-            *(f"{k}{int(v)}" for k, v in flags.items()),
-            "scaled" if grad_scale is not None else "", "skip" if found_inf is not None else "",
-        )
-
-    def _backend_now(self, ar: _ArenaRuntime, flags, grad_scale, found_inf) -> str:
-        """The backend for this step: ``auto-compile`` uses foreach until its kernel is compiled."""
-        plain = (
-            grad_scale is None
-            and found_inf is None
-            and self.rule.update_foreach_ is not None
-            and ar.state_in_param_dtype
-        )
-        backend = ar.backend
-        if backend == "auto-compile":
-            key = self._kernel_key(ar.arena, flags, grad_scale, found_inf)
-            if B.COMPILED.is_ready(key):
-                return "compile"
-            if key in B.COMPILED.errors:
-                B.warn_once(
-                    f"nesterov: torch.compile failed for {key} ({B.COMPILED.errors[key]!r}); "
-                    "falling back to the foreach backend"
-                )
-            else:
-                B.COMPILED.warm_in_background(key, self._warmup_args(ar, flags, grad_scale, found_inf))
-            backend = "foreach"
-        if backend == "foreach" and not plain:
-            return "eager"
-        return backend
-
-    def _warmup_args(self, ar: _ArenaRuntime, flags, grad_scale, found_inf) -> tuple:
-        """Throw-away inputs shaped like this arena's, for compiling its kernel in the background.
-
-        Sizes are dynamic, but inductor takes its codegen decisions (parallelise the loop or not) from
-        the example's size: a tiny example gave a single-threaded kernel that later served every
-        arena, 2× slower on two cores. So the example is as long as the arena, up to 2²⁰ elements.
-        """
-        arena = ar.arena
-        n = -(-max(64, min(arena.numel, 1 << 20)) // arena.align) * arena.align
-        shape = (n,) if arena.align == 1 else (n // arena.align, arena.align)  # as _step_arena passes them
-        p = torch.zeros(shape, dtype=arena.dtype, device=arena.device)
-        states = [torch.zeros(shape, dtype=s.dtype, device=arena.device) for s in arena.flat_states.values()]
-        hypers = {k: torch.zeros_like(t) for k, t in ar.hyper_tensors.items()}
-        step = torch.ones((), dtype=torch.float32, device=arena.device) if self.rule.uses_step else None
-        scale = None if grad_scale is None else torch.ones_like(grad_scale)
-        inf = None if found_inf is None else torch.zeros_like(found_inf)
-        hypers.update(span_inputs(self.rule, {}, [p], [0], step, inf, hypers, store=False, block=arena.align))
-        return (self.rule, p, torch.zeros_like(p), states, hypers, flags, step, scale, inf, 0)
-
-    # -- step counting (rules with bias corrections) -------------------------------------------------
-    def _next_step(self, arena: Arena, members: list[int], found_inf):
-        """The 1-based step of the params in ``members`` (equal by construction), as a 0-d tensor.
-
-        A step that GradScaler skips does not count: the tensor is decremented by ``found_inf`` on the
-        device, without a host synchronisation.
-        """
-        if not self.rule.uses_step:
-            return None
-        previous = self.state[arena.params[members[0]]].get("step")
-        if previous is None:
-            previous = torch.zeros((), dtype=torch.float32, device=arena.device)
-        step = previous + 1
-        if found_inf is not None:
-            step = step - (found_inf.reshape(()) != 0).to(step.dtype)
-        return step
-
-    def _after_step(self, arena: Arena, members: list[int], step) -> None:
-        if step is None and arena.all_stepped and len(members) == len(arena.params):
-            return  # the normal case: nothing per parameter to record
-        names = self.rule.states
-        arena.all_stepped = arena.all_stepped or len(members) == len(arena.params)
-        for i in members:
-            p = arena.params[i]
-            if arena.counts[i] == 0:
-                state = self.state[p]
-                for name in names:
-                    state[name] = arena.state_views[name][i]
-            if step is not None:
-                self.state[p]["step"] = step
-            arena.counts[i] += 1
-
-    def _step_loose(self, p: torch.Tensor, g_index: int, grad_scale, found_inf) -> None:
-        """A parameter outside every arena (DTensor, overlapping view): the eager rule, per tensor."""
-        group, flags = self.param_groups[g_index], self._group_flags[g_index]
-        state = self.state[p]
-        dtype = self.state_dtype or p.dtype
-        for name in self.rule.states:
-            if name not in state:
-                state[name] = torch.zeros_like(p, dtype=dtype)
-        step = None
-        if self.rule.uses_step:
-            previous = state.get("step", torch.zeros((), dtype=torch.float32, device=p.device))
-            step = previous + 1
-            if found_inf is not None:
-                step = step - (found_inf.reshape(()) != 0).to(step.dtype)
-            state["step"] = step
-        hypers = {name: float(group[name]) for name in self.rule.hypers}
-        hypers.update(span_inputs(self.rule, self.state, [p], [0], step, found_inf, hypers))
-        seed = mix_seed(self._seed_counter, id(p) & 0xFFFF)
-        states = [state[name] for name in self.rule.states]
-        with torch.no_grad():
-            if isinstance(p, DTensor) and getattr(self.rule, "per_tensor", False):
-                # A trust ratio needs the whole tensor's norms: step the gathered tensor on every rank,
-                # then each keeps its own shard.
-                whole = [t.full_tensor() for t in (p, p.grad, *states)]
-                B.fused_step(self.rule, whole[0], whole[1], whole[2:], hypers, flags, step, grad_scale, found_inf,
-                             seed)
-                for t, new in zip((p, *states), (whole[0], *whole[2:])):
-                    t.to_local().copy_(shard_like(new, t).to_local())
-            else:
-                B.fused_step(self.rule, p, p.grad, states, hypers, flags, step, grad_scale, found_inf, seed)
-
-    # -- state_dict ----------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """torch's layout, with the 0-d states (``step``, ``mu_product``) that the members of a run share
-        here given one tensor each: torch's optimizers advance them in place, once per parameter."""
-        sd = super().state_dict()
-        sd["state"] = {index: {k: v.clone() if isinstance(v, torch.Tensor) and v.dim() == 0 else v
-                               for k, v in entry.items()} for index, entry in sd["state"].items()}
-        return sd
-
+    # -- load_state_dict: refuse before anything changes -------------------------------------------------
     def load_state_dict(self, state_dict: dict) -> None:
-        """Load a state_dict in torch.optim's layout (ours, or the matching torch optimizer's)."""
+        """torch's ``load_state_dict`` (ours, or the matching torch optimizer's), checked first: a dict that
+        does not fit — another optimizer's, other groups, bad values or state shapes — changes nothing."""
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups' (an optimizer state_dict)")
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
-            raise ValueError(
-                f"state_dict has {len(saved_groups)} param groups, this optimizer has {len(self.param_groups)}"
-            )
+            raise ValueError(f"state_dict has {len(saved_groups)} param groups, this {type(self).__name__} has "
+                             f"{len(self.param_groups)}")
         index_to_param = {}
         for i, (ours, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if len(ours["params"]) != len(saved["params"]):
-                raise ValueError(
-                    f"state_dict param group {i} has {len(saved['params'])} params, this optimizer's has "
-                    f"{len(ours['params'])}"
-                )
+                raise ValueError(f"state_dict param group {i} has {len(saved['params'])} params, this optimizer's "
+                                 f"has {len(ours['params'])}")
+            missing = [k for k in ours if k not in saved and k not in OPTIONAL_KEYS and k not in ("params", "param_names")]
+            if missing:
+                raise ValueError(f"state_dict param group {i} has no {missing}: it is another optimizer's state, "
+                                 f"not {type(self).__name__}'s")
             self.check_hypers({**self.defaults, **{k: v for k, v in saved.items() if k != "params"}},
                               f" (state_dict param group {i})")
             index_to_param.update(zip(saved["params"], ours["params"]))
@@ -446,47 +147,209 @@ class ArenaOptimizer(torch.optim.Optimizer):
             p = index_to_param.get(index)
             if p is None:
                 raise ValueError(f"state_dict has state for param index {index!r}, which no group lists")
-            for name in self.rule.states:
-                value = entry.get(name)
-                if value is not None and (not isinstance(value, torch.Tensor) or value.shape != p.shape):
-                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                    raise ValueError(
-                        f"state_dict state[{index}][{name!r}] has shape {shape}, its parameter {tuple(p.shape)}"
-                    )
+            for name, value in entry.items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise ValueError(f"state_dict state[{index}][{name!r}] has shape {tuple(value.shape)}, its "
+                                     f"parameter {tuple(p.shape)}")
         super().load_state_dict(state_dict)
-        self._relink_state()
 
-    def _relink_state(self) -> None:
-        """Copy loaded per-parameter state into the arenas and point ``self.state`` at the views."""
-        with torch.no_grad():
-            for rt in self._runtimes:
-                for ar in rt.arenas:
-                    arena = ar.arena
-                    ar.hyper_values.clear()
-                    for i, p in enumerate(arena.params):
-                        loaded = self.state.get(p, {})
-                        have = [loaded.get(name) is not None for name in self.rule.states]
-                        for name in self.rule.states:
-                            view = arena.state_views[name][i]
-                            value = loaded.get(name)
-                            view.copy_(value) if value is not None else view.zero_()
-                        if any(have) or "step" in loaded:
-                            state = self.state[p]
-                            for name in self.rule.states:
-                                state[name] = arena.state_views[name][i]
-                            count = int(loaded["step"]) if "step" in loaded else 1
-                            if "step" in loaded and self.rule.uses_step:
-                                state["step"] = torch.as_tensor(loaded["step"], dtype=torch.float32,
-                                                                device=arena.device).clone().reshape(())
-                            arena.counts[i] = max(count, 1)
-                        else:
-                            self.state.pop(p, None)
-                            arena.counts[i] = 0
-                    arena.all_stepped = all(arena.counts)
-                for p in rt.loose:
-                    state = self.state.get(p)
-                    if state:
-                        dtype = self.state_dtype or p.dtype
-                        for name in self.rule.states:
-                            if state.get(name) is not None:
-                                state[name] = state[name].to(dtype)
+    # -- step ----------------------------------------------------------------------------------------
+    def step(self, closure=None):
+        """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._step_groups()
+        return loss
+
+    @compat.disable_dynamo  # inside a torch.compile'd training step: one graph break, then this as always
+    @torch.no_grad()
+    def _step_groups(self) -> None:
+        plans = []
+        for index, group in enumerate(self.param_groups):  # everything that can refuse the step comes first
+            where = f" (param group {index})"
+            self.check_hypers(group, where)
+            params = []
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                if g.layout != torch.strided:
+                    raise ValueError(f"{type(self).__name__}: {g.layout} gradients are not supported{where}; use "
+                                     f"torch.optim.SparseAdam or a dense embedding")
+                if g.shape != p.shape:
+                    raise ValueError(f"a gradient of shape {tuple(g.shape)} for a parameter of shape "
+                                     f"{tuple(p.shape)}{where}")
+                params.append(p)
+            plans.append((index, group, params))
+        for index, group, params in plans:
+            if params:
+                self.step_group(index, group, params)
+
+    def step_group(self, index: int, group: dict, params: list[torch.Tensor]) -> None:
+        """Step the parameters of one group that have a gradient."""
+        rule = self.rule_for(group)
+        hypers, flags = rule.hypers_of(group), rule.flags_of(group)
+        buckets: dict = {}
+        for p in params:
+            state = self.state[p]
+            self._fit_state(rule, p, state)
+            buckets.setdefault((p.device, p.dtype, self._step_key(rule, state)), []).append(p)
+        for members in buckets.values():
+            self._step_bucket(index, rule, hypers, flags, members)
+
+    def _fit_state(self, rule: Rule, p: torch.Tensor, state: dict) -> None:
+        """Create what is missing in ``state[p]`` and bring loaded or stale tensors to the parameter's device,
+        dtype and memory layout (the state is the optimizer's own; the parameter is never touched)."""
+        dtype = self.state_dtype or p.dtype
+        for name in rule.states:
+            s = state.get(name)
+            if s is None:
+                state[name] = torch.zeros_like(p, dtype=dtype)
+            elif s.dtype != dtype or s.device != p.device or (s.stride() != p.stride() and s.dim() > 0):
+                state[name] = torch.empty_like(p, dtype=dtype).copy_(s)
+        if rule.uses_step or self.state_dtype is not None:
+            step = state.get("step")
+            if not isinstance(step, torch.Tensor):
+                state["step"] = torch.tensor(float(step or 0), dtype=scalar_dtype())
+        for name, value in (rule.init_scalars() if rule.scalars else {}).items():
+            if not isinstance(state.get(name), torch.Tensor):
+                state[name] = value if name not in state else torch.tensor(float(state[name]), dtype=value.dtype)
+
+    @staticmethod
+    def _step_key(rule: Rule, state: dict):
+        """What the parameters of one kernel call must share: the step count and running scalars."""
+        if not rule.uses_step:
+            return None
+        return (float(state["step"]), *(float(state[name]) for name in rule.scalars))
+
+    def _step_bucket(self, index: int, rule: Rule, hypers: dict, flags: dict, members: list[torch.Tensor]) -> None:
+        states = [self.state[p] for p in members]
+        derived = {}
+        if "step" in states[0]:
+            steps = [s["step"] for s in states]
+            if rule.uses_step:
+                t = float(steps[0]) + 1
+                if rule.advance is not None:
+                    new, derived = rule.advance(t, {n: states[0][n] for n in rule.scalars}, **hypers)
+                    for name, value in new.items():
+                        torch._foreach_copy_([s[name] for s in states], [value] * len(states))
+            torch._foreach_add_(steps, 1.0)
+        seeds = None
+        if self.state_dtype is not None and self.state_dtype != members[0].dtype:
+            salts = self._salt_map()
+            seeds = [mix_seed(int(s["step"]), salts[id(p)]) for p, s in zip(members, states)]
+        if rule.per_tensor and isinstance(members[0], DTensor):
+            self._step_gathered(rule, members, states, hypers, derived, flags, seeds)
+            return
+        keep = [i for i, p in enumerate(members) if p.numel() > 0]
+        batch = K.Batch(
+            params=[local(members[i]) for i in keep],
+            grads=[local(members[i].grad) for i in keep],
+            states=[[local(states[i][name]) for i in keep] for name in rule.states],
+            matrix=[members[i].dim() > 1 for i in keep],
+            seeds=None if seeds is None else [seeds[i] for i in keep],
+        )
+        if batch.params:
+            self._run(index, rule, batch, hypers, derived, flags)
+
+    def _run(self, index: int, rule: Rule, batch: K.Batch, hypers: dict, derived: dict, flags: dict) -> None:
+        backend = self._backend_now(rule, batch, hypers, derived, flags)
+        if backend == "torch":
+            fused, rest = self._split(batch, K.same_layout)  # torch's fused kernels assume one layout per tensor
+            if fused.params:
+                K.run_torch(rule, fused, hypers, derived, flags)
+            if rest.params:
+                K.run_foreach(rule, rest, hypers, derived, flags)
+        elif backend == "foreach":
+            K.run_foreach(rule, batch, hypers, derived, flags)
+        elif backend == "eager":
+            K.run_eager(rule, batch, hypers, derived, flags)
+        else:
+            compiled, eager = self._compilable(batch)
+            if eager.params:
+                K.run_eager(rule, eager, hypers, derived, flags)
+            if compiled.params:
+                p = compiled.params[0]
+                K.run_compiled(rule, compiled, self._tensors((index, "hypers", p.device, p.dtype), hypers, p),
+                               self._tensors((index, "derived", p.device, p.dtype), derived, p), flags)
+
+    def _backend_now(self, rule: Rule, batch: K.Batch, hypers: dict, derived: dict, flags: dict) -> str:
+        """The backend for this call; ``auto`` steps on foreach while its compiled kernel is being built."""
+        if self.backend != "auto":
+            return self.backend
+        p = batch.params[0]
+        if rule.torch_kernel is not None and batch.seeds is None and batch.states[0][0].dtype == p.dtype \
+                and rule.torch_kernel_supports(p.device, p.dtype):
+            return "torch"
+        if p.device.type == "cpu" and batch.numel < K.AUTO_COMPILE_MIN_NUMEL:
+            return "foreach"
+        key = K.compile_key(rule, batch, flags)
+        if K.COMPILED.is_ready(key):
+            return "compile"
+        if key in K.COMPILED.errors:
+            K.warn_once(f"nesterov: torch.compile failed for {key} ({K.COMPILED.errors[key]!r}); stepping with "
+                        f"the foreach backend")
+        else:
+            compiled, _ = self._compilable(batch)
+            if compiled.params:
+                p = compiled.params[0]
+                zeros = {k: torch.zeros((), dtype=self._hyper_dtype(p), device=p.device) for k in (*hypers, *derived)}
+                K.COMPILED.warm_in_background(key, K.warm_example(
+                    rule, compiled, {k: zeros[k] for k in hypers}, {k: zeros[k] for k in derived}, flags))
+        return "foreach"
+
+    def _compilable(self, batch: K.Batch) -> tuple[K.Batch, K.Batch]:
+        """Split ``batch`` into what the compiled kernel takes (dense tensors of two or more elements, whose
+        length is then a symbol, never a constant) and what runs eagerly, one tensor at a time. A gradient
+        laid out unlike its parameter is read through a copy in the parameter's layout."""
+        take, rest = self._split(batch, lambda p, g, states: p.numel() >= 2 and K.dense(p))
+        take.grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
+                      for g, p in zip(take.grads, take.params)]
+        return take, rest
+
+    @staticmethod
+    def _split(batch: K.Batch, keep) -> tuple[K.Batch, K.Batch]:
+        """``batch`` as (the tensors ``keep(p, g, states)`` accepts, the others)."""
+        parts = ([], [])
+        for i, (p, g) in enumerate(zip(batch.params, batch.grads)):
+            parts[0 if keep(p, g, [s[i] for s in batch.states]) else 1].append(i)
+        return tuple(K.Batch([batch.params[i] for i in ix], [batch.grads[i] for i in ix],
+                             [[s[i] for i in ix] for s in batch.states], [batch.matrix[i] for i in ix],
+                             None if batch.seeds is None else [batch.seeds[i] for i in ix]) for ix in parts)
+
+    @staticmethod
+    def _hyper_dtype(p: torch.Tensor) -> torch.dtype:
+        return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+    def _tensors(self, key: tuple, values: dict, p: torch.Tensor) -> dict:
+        """``values`` as 0-d tensors on ``p``'s device, refilled only where a value changed (the compiled
+        kernel reads them, so a scheduler never recompiles it)."""
+        cached = self._tensor_cache.get(key)
+        if cached is None or cached[1].keys() != values.keys():
+            cached = self._tensor_cache[key] = ({}, {k: torch.zeros((), dtype=self._hyper_dtype(p), device=p.device)
+                                                     for k in values})
+        seen, tensors = cached
+        for k, v in values.items():
+            if seen.get(k) != v:
+                tensors[k].fill_(v)
+                seen[k] = v
+        return tensors
+
+    def _salt_map(self) -> dict[int, int]:
+        """Each parameter's position in the optimizer: its own stream of stochastic-rounding bits."""
+        if self._salts is None:
+            self._salts = {id(p): k for k, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        return self._salts
+
+    def _step_gathered(self, rule, members, states, hypers, derived, flags, seeds) -> None:
+        """Per-tensor rules on FSDP2 shards: a trust ratio needs the whole tensor's norms, so each tensor is
+        gathered, stepped whole on every rank, and each rank keeps its shard."""
+        for i, (p, state) in enumerate(zip(members, states)):
+            whole = [t.full_tensor() for t in (p, p.grad, *(state[n] for n in rule.states))]
+            K.apply_one(rule, whole[0], whole[1], whole[2:], hypers, derived, flags,
+                        None if seeds is None else seeds[i], p.dim() > 1)
+            for t, new in zip((p, *(state[n] for n in rule.states)), (whole[0], *whole[2:])):
+                t.to_local().copy_(shard_like(new, t).to_local())
+

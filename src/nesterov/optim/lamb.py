@@ -1,20 +1,20 @@
-"""``LAMB``: layer-wise adaptive moments (You et al. 2019), on the fused engine."""
+"""``LAMB``: layer-wise adaptive moments (You et al. 2019)."""
 
 from __future__ import annotations
 
-from nesterov.optim.base import ArenaOptimizer
-from nesterov.optim.nadamw import check_adaptive, check_flags
+from nesterov.optim.base import RuleOptimizer
+from nesterov.optim.validate import check_adaptive, check_flags
 from nesterov.rules.lamb import LAMB_RULE
 
 
-class LAMB(ArenaOptimizer):
+class LAMB(RuleOptimizer):
     r"""LAMB: Adam's bias-corrected direction plus weight decay, scaled per tensor by ‖w‖ / ‖r‖.
     Formulas in :mod:`nesterov.rules.lamb`; state ``step``, ``exp_avg``, ``exp_avg_sq`` as torch Adam.
 
     Args:
         lr: η ≥ 0.  betas: (β1, β2), each in [0, 1).  eps: ε > 0.  weight_decay: λ ≥ 0.
         exclude_1d: 1-D tensors (biases, norms) get neither the trust ratio nor weight decay (default).
-        maximize: ascend.  backend, state_dtype: see :class:`~nesterov.optim.base.ArenaOptimizer`.
+        maximize: ascend.  backend, state_dtype: see :class:`~nesterov.optim.base.RuleOptimizer`.
     """
 
     rule = LAMB_RULE

@@ -1,13 +1,13 @@
-"""``LARS``: layer-wise adaptive rate scaling with Nesterov momentum, on the fused engine."""
+"""``LARS``: layer-wise adaptive rate scaling with Nesterov momentum."""
 
 from __future__ import annotations
 
-from nesterov.optim.base import ArenaOptimizer, check_number
-from nesterov.optim.nadamw import check_flags
+from nesterov.optim.base import RuleOptimizer
+from nesterov.optim.validate import check_flags, check_number
 from nesterov.rules.lars import LARS_RULE
 
 
-class LARS(ArenaOptimizer):
+class LARS(RuleOptimizer):
     r"""LARS (You et al. 2017) with Nesterov momentum: SGD whose step is scaled per tensor by
     κ‖w‖ / (‖g‖ + λ‖w‖ + ε). Formulas in :mod:`nesterov.rules.lars`; state ``momentum_buffer`` per
     parameter, as torch SGD.
@@ -17,7 +17,7 @@ class LARS(ArenaOptimizer):
         momentum: μ in [0, 1).  weight_decay: λ ≥ 0.  trust_coefficient: κ > 0.  eps: ε > 0.
         nesterov: Nesterov momentum (default) or heavy ball.  exclude_1d: 1-D tensors (biases, norms)
             get neither the trust ratio nor weight decay (default True).  maximize: ascend.
-        backend, state_dtype: see :class:`~nesterov.optim.base.ArenaOptimizer`.
+        backend, state_dtype: see :class:`~nesterov.optim.base.RuleOptimizer`.
     """
 
     rule = LARS_RULE

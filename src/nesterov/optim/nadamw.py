@@ -1,37 +1,13 @@
-"""``NAdamW``: torch.optim.NAdam's exact update (decoupled weight decay by default), on the fused engine."""
+"""``NAdamW``: torch.optim.NAdam's exact update (decoupled weight decay by default)."""
 
 from __future__ import annotations
 
-from nesterov.optim.base import ArenaOptimizer, check_number
+from nesterov.optim.base import RuleOptimizer
+from nesterov.optim.validate import check_adaptive, check_flags, check_number
 from nesterov.rules.nadamw import NADAMW_RULE
 
 
-def check_betas(group: dict, where: str, count: int) -> None:
-    """Validate ``group['betas']`` (each in [0, 1)) and store their complements ``c1``, ``c2``, … as the
-    rule's hyperparameters (re-derived every step, so a scheduler that changes ``betas`` is followed)."""
-    betas = group["betas"]
-    if not isinstance(betas, (tuple, list)) or len(betas) != count:
-        raise ValueError(f"betas{where} must be a tuple of {count} numbers in [0, 1), got {betas!r}")
-    for i, beta in enumerate(betas):
-        check_number(f"betas[{i}]{where}", beta, low=0.0, high=1.0, high_open=True)
-        group[f"c{i + 1}"] = 1.0 - float(beta)
-
-
-def check_adaptive(group: dict, where: str, betas: int) -> None:
-    """The checks every Adam-type rule shares: lr ≥ 0, ``betas`` betas in [0, 1), eps > 0, weight_decay ≥ 0."""
-    check_number(f"lr{where}", group["lr"], low=0.0)
-    check_betas(group, where, betas)
-    check_number(f"eps{where}", group["eps"], low=0.0, low_open=True)
-    check_number(f"weight_decay{where}", group["weight_decay"], low=0.0)
-
-
-def check_flags(group: dict, where: str, names) -> None:
-    for name in names:
-        if not isinstance(group[name], bool):
-            raise TypeError(f"{name}{where} must be a bool, got {type(group[name]).__name__}")
-
-
-class NAdamW(ArenaOptimizer):
+class NAdamW(RuleOptimizer):
     r"""NAdam with decoupled weight decay: a drop-in for ``torch.optim.NAdam(..., decoupled_weight_decay=True)``.
 
     The update (μ-schedule, running ``mu_product``, bias correction) is torch's, step for step; with
@@ -44,7 +20,7 @@ class NAdamW(ArenaOptimizer):
         weight_decay: λ ≥ 0.  momentum_decay: ψ ≥ 0 of the μ-schedule.
         decoupled_weight_decay: ``p ← p(1 − ηλ)`` (NAdamW, default) instead of ``g ← g + λp``.
         maximize: ascend instead of descend.
-        backend, state_dtype: see :class:`~nesterov.optim.base.ArenaOptimizer`; ``torch.bfloat16``
+        backend, state_dtype: see :class:`~nesterov.optim.base.RuleOptimizer`; ``torch.bfloat16``
             state (stochastic rounding) halves the 8 bytes of state per fp32 parameter.
     """
 

@@ -6,29 +6,43 @@ from typing import Callable
 
 @dataclass(frozen=True)
 class Rule:
-    """One optimizer's update, written once.
+    """One optimizer's update, written once, and the restatements declared beside it.
 
-    ``update(p, g, *states, step, **hypers, **flags) -> (p_new, *states_new)`` is pure: it never writes
-    its inputs. ``p``/``g``/states are tensors of the parameter's dtype (states are widened by the
-    engine before the call and rounded back after), ``hypers`` are 0-d tensors (so changing them never
-    recompiles), ``flags`` are Python bools (each value is its own compiled kernel), ``step`` is the
-    1-based step count as a 0-d tensor (``None`` for rules that do not use it).
+    ``update(p, g, *states, **hypers, **derived, **flags) -> (p_new, *states_new)`` is the readable
+    reference: pure (it never writes its inputs), one tensor at a time, states widened to the
+    parameter's dtype. ``hypers`` are the group's hyperparameters (0-d tensors under ``compile``, so a
+    scheduler never recompiles; Python floats elsewhere), ``derived`` the per-step scalars ``advance``
+    computes, ``flags`` Python bools. Rules with ``per_tensor`` also get ``matrix`` (whether the
+    parameter has more than one dimension, a 0-d bool tensor).
 
-    ``update_foreach_`` optionally restates the same math in place with ``torch._foreach_*`` ops on lists
-    of tensors and Python-float hyperparameters: the fast path for small parameter sets, where kernel
-    launch overhead, not bandwidth, is the cost. It handles plain steps only (state in the parameter's
-    dtype, no GradScaler); the engine falls back to ``update`` otherwise.
+    ``hypers_of(group) -> {name: float}`` maps a param group to the rule's hyperparameters (e.g. betas
+    to their complements), without writing into the group.
 
-    ``update_lists_`` optionally restates it in place on lists of tensors whose gradients lie outside the
-    arena (state in the parameter's dtype; ``found_inf`` but no ``grad_scale``): with it, the engine leaves
-    large fresh gradients where autograd made them instead of copying each into its slot.
+    ``uses_step``: a per-parameter ``step`` count in ``state[p]`` (torch's layout, a 0-d float32 CPU
+    tensor). ``scalars``: further running 0-d states (torch NAdam's ``mu_product``), created by
+    ``init_scalars()``. ``advance(t, scalars, **hypers) -> (new_scalars, derived)`` moves them to step
+    ``t`` and computes the per-step scalars in float64 on the host, once for every parameter that shares
+    the same step (as torch does with Python floats).
+
+    Restatements, each tied to ``update`` by ``tests/test_restatements.py`` for every flag combination:
+    ``foreach`` (in place over lists of tensors with Python-float hyperparameters, states in the
+    parameter's dtype) and ``torch_kernel`` (in place, one of torch's own fused kernels that computes
+    exactly this rule, usable where ``torch_kernel_supports(device, dtype)``).
     """
 
     name: str
     states: tuple[str, ...]
-    hypers: tuple[str, ...]
+    hypers_of: Callable[[dict], dict]
     update: Callable
     flags: tuple[str, ...] = ()
     uses_step: bool = False
-    update_foreach_: Callable | None = field(default=None, compare=False)
-    update_lists_: Callable | None = field(default=None, compare=False)
+    scalars: tuple[str, ...] = ()
+    init_scalars: Callable | None = None
+    advance: Callable | None = None
+    per_tensor: bool = False
+    foreach: Callable | None = field(default=None, compare=False)
+    torch_kernel: Callable | None = field(default=None, compare=False)
+    torch_kernel_supports: Callable | None = field(default=None, compare=False)
+
+    def flags_of(self, group: dict) -> dict:
+        return {name: bool(group[name]) for name in self.flags}

@@ -10,19 +10,19 @@
     p   ← p − η·(1 − μ_t)/(1 − Π_t) · g/d − η·μ_{t+1}/(1 − Π_t·μ_{t+1}) · m/d
 
 η = lr, λ = weight_decay, ψ = momentum_decay. ``mu_product`` is stored as torch stores it (a 0-d tensor
-of torch's scalar dtype, float32 unless the default dtype is float64, multiplied by μ_t rounded to that
-dtype), so the running product, and hence every step, matches torch's rather than a closed form that
-drifts from it. μ_t, μ_{t+1}, the two step sizes and 1 − β2^t are computed once per run in float64
-(``advance``), like torch's Python floats, so the elementwise pass has one division and one square root.
-The betas arrive as their complements ``c1 = 1 − β1``, ``c2 = 1 − β2`` (the group keeps torch's
-``betas``): a float32 hyperparameter holds 1 − 0.999 to seven digits, 0.999 only to four of them.
+of torch's scalar dtype, float32 unless the default dtype is float64, multiplied by μ_t), so the running
+product, and hence every step, matches torch's rather than a closed form that drifts from it. μ_t,
+μ_{t+1}, the two step sizes and 1 − β2^t are computed once per step in float64 (``advance``), like
+torch's Python floats, so the elementwise pass has one division and one square root. The betas reach
+the update as their complements ``c1 = 1 − β1``, ``c2 = 1 − β2``: a float32 hyperparameter holds
+1 − 0.999 to seven digits, 0.999 only to four of them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from nesterov.engine.segments import Scalars, SpanRule
+from nesterov.rules.base import Rule
 
 
 def mu_at(t, beta1, momentum_decay):
@@ -30,27 +30,31 @@ def mu_at(t, beta1, momentum_decay):
     return beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
 
 
-def init_scalars(device):
+def hypers_of(group):
+    beta1, beta2 = (float(b) for b in group["betas"])
+    return {"lr": float(group["lr"]), "c1": 1.0 - beta1, "c2": 1.0 - beta2, "eps": float(group["eps"]),
+            "weight_decay": float(group["weight_decay"]), "momentum_decay": float(group["momentum_decay"])}
+
+
+def init_scalars():
     dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-    return {"mu_product": torch.ones((), dtype=dtype, device=device)}
+    return {"mu_product": torch.ones((), dtype=dtype)}
 
 
-def advance(step, mu_product, *, lr, c1, c2, momentum_decay, **_):
-    """Per-step scalars, once per run in float64: the running μ-product and the two step sizes."""
-    x = Scalars(step)
-    t, lr, psi, beta1, beta2 = x.t, x(lr), x(momentum_decay), 1 - x(c1), 1 - x(c2)
-    mu, mu_next = mu_at(t, beta1, psi), mu_at(t + 1, beta1, psi)
-    # As torch: the running product in its own dtype, times μ_t rounded to it.
-    mu_product = mu_product * (mu if x.host else mu.to(mu_product.dtype))
-    prod = mu_product.item() if x.host else mu_product.to(torch.float64)
-    return {"mu_product": mu_product}, x.pack({
+def advance(t, scalars, *, lr, c1, c2, momentum_decay, **_):
+    """Step ``t``'s running μ-product (as torch: its own dtype, times μ_t) and the per-step scalars."""
+    beta1, beta2 = 1 - c1, 1 - c2
+    mu, mu_next = mu_at(t, beta1, momentum_decay), mu_at(t + 1, beta1, momentum_decay)
+    mu_product = scalars["mu_product"] * mu
+    prod = mu_product.item()
+    return {"mu_product": mu_product}, {
         "grad_coef": lr * (1 - mu) / (1 - prod),  # η(1 − μ_t)/(1 − Π_t)
         "avg_coef": lr * mu_next / (1 - prod * mu_next),  # η·μ_{t+1}/(1 − Π_t·μ_{t+1})
         "inv_bias_correction2": 1 / (1 - beta2**t),
-    })
+    }
 
 
-def update(p, g, exp_avg, exp_avg_sq, *, step, grad_coef, avg_coef, inv_bias_correction2, lr, c1, c2, eps,
+def update(p, g, exp_avg, exp_avg_sq, *, grad_coef, avg_coef, inv_bias_correction2, lr, c1, c2, eps,
            weight_decay, momentum_decay=None, maximize=False, decoupled_weight_decay=True):
     if maximize:
         g = -g
@@ -65,10 +69,9 @@ def update(p, g, exp_avg, exp_avg_sq, *, step, grad_coef, avg_coef, inv_bias_cor
     return p, exp_avg, exp_avg_sq
 
 
-def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, *, step, grad_coef, avg_coef, inv_bias_correction2,
-                    lr, c1, c2, eps, weight_decay, momentum_decay=None, maximize=False,
-                    decoupled_weight_decay=True):
-    """In-place restatement of :func:`update` (Python-float hyperparameters)."""
+def foreach(params, grads, exp_avgs, exp_avg_sqs, *, grad_coef, avg_coef, inv_bias_correction2, lr, c1, c2, eps,
+            weight_decay, momentum_decay=None, maximize=False, decoupled_weight_decay=True):
+    """:func:`update` in place over lists (Python-float hyperparameters)."""
     if maximize:
         grads = torch._foreach_neg(grads)
     if weight_decay != 0:
@@ -79,22 +82,22 @@ def update_foreach_(params, grads, exp_avgs, exp_avg_sqs, *, step, grad_coef, av
     torch._foreach_lerp_(exp_avgs, grads, c1)
     torch._foreach_mul_(exp_avg_sqs, 1 - c2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, c2)
-    denom = torch._foreach_mul(exp_avg_sqs, inv_bias_correction2.item())
+    denom = torch._foreach_mul(exp_avg_sqs, inv_bias_correction2)
     torch._foreach_sqrt_(denom)
     torch._foreach_add_(denom, eps)
-    torch._foreach_addcdiv_(params, grads, denom, -grad_coef.item())
-    torch._foreach_addcdiv_(params, exp_avgs, denom, -avg_coef.item())
+    torch._foreach_addcdiv_(params, grads, denom, -grad_coef)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, -avg_coef)
 
 
-NADAMW_RULE = SpanRule(
+NADAMW_RULE = Rule(
     name="nadamw",
     states=("exp_avg", "exp_avg_sq"),
-    hypers=("lr", "c1", "c2", "eps", "weight_decay", "momentum_decay"),
+    hypers_of=hypers_of,
     flags=("maximize", "decoupled_weight_decay"),
     uses_step=True,
-    update=update,
-    update_foreach_=update_foreach_,
     scalars=("mu_product",),
     init_scalars=init_scalars,
     advance=advance,
+    update=update,
+    foreach=foreach,
 )

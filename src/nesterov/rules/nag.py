@@ -6,18 +6,22 @@
     p  ← p − η·(g + μ·b)                   (the Nesterov look-ahead)
 
 η = lr, μ = momentum, τ = dampening, λ = weight_decay. torch requires τ = 0 with Nesterov and so do we;
-with τ = 0 a zero-initialised buffer makes torch's "first buffer is a copy of g" rule automatic, which is
-what lets a skipped first step (GradScaler found inf) leave everything exactly as it was.
+with τ = 0 a zero-initialised buffer makes torch's "first buffer is a copy of g" rule automatic.
 """
 
 from __future__ import annotations
 
 import torch
 
+from nesterov.engine import compat
 from nesterov.rules.base import Rule
 
 
-def update(p, g, buf, *, step=None, lr, momentum, dampening, weight_decay, maximize=False):
+def hypers_of(group):
+    return {name: float(group[name]) for name in ("lr", "momentum", "dampening", "weight_decay")}
+
+
+def update(p, g, buf, *, lr, momentum, dampening, weight_decay, maximize=False):
     if maximize:
         g = -g
     g = g + weight_decay * p
@@ -26,37 +30,40 @@ def update(p, g, buf, *, step=None, lr, momentum, dampening, weight_decay, maxim
     return p, buf
 
 
-def update_foreach_(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
-    """In place, the same math as :func:`update` on lists of tensors (Python-float hyperparameters).
-
-    Written for the fewest kernels, since this is the path for small arenas where each launch costs
-    more than the arithmetic: ``b ← g + μ·b`` is one ``add(out=b)``, and the look-ahead two ``add_``.
-    """
-    for p, g, b in zip(params, grads, bufs):
-        if maximize:
-            g = -g
-        if weight_decay != 0:
-            g = g.add(p, alpha=weight_decay)
-        torch.add(g if dampening == 0 else g * (1 - dampening), b, alpha=momentum, out=b)
-        p.add_(g, alpha=-lr)
-        p.add_(b, alpha=-lr * momentum)
+def foreach(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
+    """:func:`update` in place over lists (the user's gradients are read, never written)."""
+    if maximize:
+        grads = torch._foreach_neg(grads)
+    if weight_decay != 0:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    torch._foreach_mul_(bufs, momentum)
+    torch._foreach_add_(bufs, grads, alpha=1 - dampening)
+    step = torch._foreach_add(grads, bufs, alpha=momentum)  # g + μ·b, a fresh list
+    torch._foreach_add_(params, step, alpha=-lr)
 
 
-def update_lists_(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False, found_inf=None):
-    """In place on lists of tensors, each gradient read where it lies (and never written), skipped where
-    ``found_inf`` is set: torch's fused SGD kernel, whose Nesterov update is :func:`update` (the zero first
-    buffer makes its first-step copy of ``g`` the same as ``b ← μ·0 + g``). No ``grad_scale``: that kernel
-    would unscale the gradients in place."""
-    torch._fused_sgd_(params, grads, bufs, weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=dampening,
-                      nesterov=True, maximize=maximize, is_first_step=False, found_inf=found_inf)
+def torch_kernel(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
+    """torch's fused SGD kernel, whose Nesterov update is :func:`update` (our zero first buffer makes its
+    first-step copy of ``g`` the same as ``b ← μ·0 + g``). It reads the gradients and never writes them."""
+    compat.fused_sgd_(params, grads, bufs if momentum != 0 else [], weight_decay=weight_decay, momentum=momentum,
+                      lr=lr, dampening=dampening, nesterov=True, maximize=maximize, is_first_step=False)
+
+
+def torch_kernel_supports(device: torch.device, dtype: torch.dtype) -> bool:
+    # On CPU the fused kernel computes bf16/fp16 wrongly with torch 2.13 (tensors of 64k elements and more
+    # are left unchanged): it is used for float32 and float64 only there.
+    if device.type == "cpu":
+        return dtype in (torch.float32, torch.float64)
+    return device.type == "cuda" and dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 NAG_RULE = Rule(
     name="nag",
     states=("momentum_buffer",),
-    hypers=("lr", "momentum", "dampening", "weight_decay"),
+    hypers_of=hypers_of,
     flags=("maximize",),
     update=update,
-    update_foreach_=update_foreach_,
-    update_lists_=update_lists_,
+    foreach=foreach,
+    torch_kernel=torch_kernel,
+    torch_kernel_supports=torch_kernel_supports,
 )

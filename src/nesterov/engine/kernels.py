@@ -1,0 +1,248 @@
+"""The backends: ways to run one rule's step over lists of the user's tensors.
+
+A :class:`Batch` is what one call steps: parameters (the user's tensors, or real views of complex ones),
+their gradients (read, never written) and the optimizer's state tensors, all of one device and dtype
+and one step count.
+
+- ``eager``: ``rule.update`` one tensor at a time, as written — the reference every other backend is
+  tested against (it materialises temporaries: the slowest).
+- ``foreach``: the rule's in-place ``torch._foreach_*`` restatement, a handful of kernels per batch;
+  the fastest where launches cost more than arithmetic (small models), and what ``auto`` steps with while
+  the compiled kernel is being built. Low-precision state is widened, stepped, and rounded back.
+- ``compile``: ``rule.update`` through ``torch.compile``, one generated kernel for a chunk of
+  :data:`CHUNK` flattened tensors (a vectorised C++ loop per tensor on CPU, Triton on CUDA), with
+  hyperparameters as 0-d tensors and symbolic lengths: one compile per (rule, device, dtypes, flags),
+  reused for every model and every schedule. A short last chunk is filled with the optimizer's own
+  two-element dummies, so the chunk length never changes.
+- ``torch``: one of torch's own fused kernels where it computes exactly the rule (NAG: fused SGD).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import types
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from nesterov.engine import compat
+from nesterov.engine.precision import round_to
+from nesterov.rules.base import Rule
+
+BACKENDS = ("auto", "compile", "foreach", "torch", "eager")
+
+# Tensors per compiled call. Longer chunks mean fewer calls (~40 µs of dynamo/AOT wrapper each) but a
+# longer first compile; 16 keeps ResNet-50's 161 tensors to 11 calls.
+CHUNK = int(os.environ.get("NESTEROV_COMPILE_CHUNK", 16))
+
+# Below this many elements per batch, ``auto`` on CPU stays on foreach: a compiled call has a fixed cost
+# of tens of µs, more than the few foreach kernels it would replace on small tensors.
+AUTO_COMPILE_MIN_NUMEL = int(os.environ.get("NESTEROV_AUTO_COMPILE_MIN_NUMEL", 1 << 18))
+
+# A value that several outputs use is recomputed in the one pass rather than written to a fresh buffer.
+INDUCTOR_OPTIONS = {"realize_reads_threshold": 16}
+
+
+@dataclass
+class Batch:
+    params: list[torch.Tensor]
+    grads: list[torch.Tensor]
+    states: list[list[torch.Tensor]]  # one list per name in ``rule.states``
+    matrix: list[bool]  # per tensor: more than one dimension (per-tensor rules read it)
+    seeds: list[int] | None  # per tensor: the stochastic-rounding seed, when a state is narrower than its param
+
+    @property
+    def numel(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+
+def apply_one(rule: Rule, p, g, states, hypers, derived, flags, seed, matrix) -> None:
+    """One tensor's step, written back in place: the rule as written, states widened to the parameter's
+    dtype and rounded back to their own (stochastically into bf16, with ``seed``)."""
+    wide = [s.to(p.dtype) for s in states]
+    extra = {"matrix": matrix} if rule.per_tensor else {}
+    new_p, *new_states = rule.update(p, g, *wide, **hypers, **derived, **flags, **extra)
+    p.copy_(new_p)
+    for s, new in zip(states, new_states):
+        s.copy_(round_to(new, s.dtype, seed))
+
+
+def run_eager(rule: Rule, batch: Batch, hypers: dict, derived: dict, flags: dict) -> None:
+    for i, (p, g) in enumerate(zip(batch.params, batch.grads)):
+        seed = None if batch.seeds is None else batch.seeds[i]
+        apply_one(rule, p, g, [s[i] for s in batch.states], hypers, derived, flags, seed, batch.matrix[i])
+
+
+def run_foreach(rule: Rule, batch: Batch, hypers: dict, derived: dict, flags: dict) -> None:
+    dtype = batch.params[0].dtype
+    wide = [[s.to(dtype) for s in states] if states[0].dtype != dtype else states for states in batch.states]
+    extra = {"matrix": batch.matrix} if rule.per_tensor else {}
+    rule.foreach(batch.params, batch.grads, *wide, **hypers, **derived, **flags, **extra)
+    for states, widened in zip(batch.states, wide):
+        if widened is not states:
+            for i, (s, w) in enumerate(zip(states, widened)):
+                s.copy_(round_to(w, s.dtype, batch.seeds[i]))
+
+
+def run_torch(rule: Rule, batch: Batch, hypers: dict, derived: dict, flags: dict) -> None:
+    rule.torch_kernel(batch.params, batch.grads, *batch.states, **hypers, **flags)
+
+
+def multi_apply(rule, params, grads, states, hypers, derived, flags, seeds, matrix):
+    """The compiled body: :func:`apply_one` over a chunk (lists of 1-D tensors; ``seeds`` an int32 and
+    ``matrix`` a bool tensor with one entry per tensor, or None)."""
+    for i in range(len(params)):
+        apply_one(rule, params[i], grads[i], [s[i] for s in states], hypers, derived, flags,
+                  None if seeds is None else seeds[i], None if matrix is None else matrix[i])
+
+
+def flat(t: torch.Tensor) -> torch.Tensor:
+    """A dense tensor as a 1-D view in memory order (contiguous, channels-last, any permutation)."""
+    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
+
+
+def dense(t: torch.Tensor) -> bool:
+    """Whether ``t``'s elements fill ``numel`` consecutive slots (so that :func:`flat` is a view of all of it)."""
+    expected = 1
+    for stride, size in sorted((st, s) for s, st in zip(t.shape, t.stride()) if s != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def same_layout(p: torch.Tensor, g: torch.Tensor, states: list[torch.Tensor]) -> bool:
+    """Whether ``p`` is dense and its gradient and states have its strides (what fused kernels assume)."""
+    return dense(p) and g.stride() == p.stride() and all(s.stride() == p.stride() for s in states)
+
+
+class Compiled:
+    """Process-wide cache of compiled :func:`multi_apply` kernels, one per signature.
+
+    Each signature gets its own code object, so dynamo's per-function recompile limit never mixes
+    signatures. ``auto`` compiles in a daemon thread while foreach keeps stepping.
+    """
+
+    def __init__(self):
+        self.kernels: dict[tuple, object] = {}
+        self.ready: dict[tuple, threading.Event] = {}
+        self.errors: dict[tuple, BaseException] = {}
+        self.lock = threading.Lock()
+        self.dummies: dict[tuple, tuple] = {}
+
+    def get(self, key: tuple):
+        with self.lock:
+            kernel = self.kernels.get(key)
+            if kernel is None:
+                name = ("multi_apply_" + "_".join(str(k) for k in key)).replace(".", "_")[:200]
+                code = multi_apply.__code__.replace(co_name=name)
+                fn = types.FunctionType(code, multi_apply.__globals__, name)
+                kernel = self.kernels[key] = torch.compile(fn, dynamic=True, fullgraph=True, options=INDUCTOR_OPTIONS)
+            return kernel
+
+    def call(self, key: tuple, *args) -> None:
+        with compat.no_duck_shapes(), torch.no_grad():
+            self.get(key)(*args)
+
+    def warm_in_background(self, key: tuple, example: tuple) -> None:
+        """Compile ``key`` in a daemon thread by calling it once on throw-away tensors (``example``).
+
+        Inductor compiles in-process there (``compile_threads=1``): a pool of compile workers would make
+        the interpreter wait for them at exit, which a short run must not pay.
+        """
+        with self.lock:
+            if key in self.ready:
+                return
+            self.ready[key] = threading.Event()
+
+        def work():
+            try:
+                import torch._inductor.config as inductor_config
+
+                with inductor_config.patch(compile_threads=1):
+                    self.call(key, *example)
+            except BaseException as err:  # noqa: BLE001 - reported to the stepping thread
+                self.errors[key] = err
+            finally:
+                self.ready[key].set()
+
+        threading.Thread(target=work, name="nesterov-compile", daemon=True).start()
+
+    def is_ready(self, key: tuple) -> bool:
+        event = self.ready.get(key)
+        return event is not None and event.is_set() and key not in self.errors
+
+
+COMPILED = Compiled()
+
+
+def compile_key(rule: Rule, batch: Batch, flags: dict) -> tuple:
+    p = batch.params[0]
+    state_dtypes = tuple(str(s[0].dtype)[6:] for s in batch.states)
+    return (rule.name, p.device.type, str(p.dtype)[6:], *state_dtypes, *(f"{k}{int(v)}" for k, v in flags.items()),
+            CHUNK)
+
+
+def _dummies(batch: Batch, count: int):
+    """``count`` two-element stand-ins (param, grad, states) for the end of a short chunk, on the batch's
+    device and dtypes: zeros, whose step every rule keeps finite."""
+    p = batch.params[0]
+    key = (p.device, p.dtype, tuple(s[0].dtype for s in batch.states), count)
+    cached = COMPILED.dummies.get(key)
+    if cached is None:
+        make = lambda dtype: [torch.zeros(2, dtype=dtype, device=p.device) for _ in range(count)]  # noqa: E731
+        cached = COMPILED.dummies[key] = (make(p.dtype), make(p.dtype), [make(s[0].dtype) for s in batch.states])
+    return cached
+
+
+def chunks(batch: Batch, hyper_tensors: dict, derived_tensors: dict):
+    """The arguments of each compiled call: chunks of :data:`CHUNK` flattened tensors (padded)."""
+    n = len(batch.params)
+    for start in range(0, n, CHUNK):
+        end = min(start + CHUNK, n)
+        ps = [flat(p) for p in batch.params[start:end]]
+        gs = [flat(g) for g in batch.grads[start:end]]
+        ss = [[flat(t) for t in s[start:end]] for s in batch.states]
+        seeds = None if batch.seeds is None else list(batch.seeds[start:end])
+        matrix = list(batch.matrix[start:end])
+        if end - start < CHUNK:
+            pad = CHUNK - (end - start)
+            dp, dg, ds = _dummies(batch, pad)
+            ps, gs, ss = ps + dp, gs + dg, [s + d for s, d in zip(ss, ds)]
+            seeds = None if seeds is None else seeds + [0] * pad
+            matrix = matrix + [False] * pad
+        device = ps[0].device
+        seed_t = None if seeds is None else torch.tensor(seeds, dtype=torch.int32, device=device)
+        matrix_t = torch.tensor(matrix, device=device)
+        yield ps, gs, ss, hyper_tensors, derived_tensors, seed_t, matrix_t
+
+
+def run_compiled(rule: Rule, batch: Batch, hyper_tensors: dict, derived_tensors: dict, flags: dict) -> None:
+    key = compile_key(rule, batch, flags)
+    for ps, gs, ss, h, d, seeds, matrix in chunks(batch, hyper_tensors, derived_tensors):
+        COMPILED.call(key, rule, ps, gs, ss, h, d, flags, seeds, matrix)
+
+
+def warm_example(rule: Rule, batch: Batch, hyper_tensors: dict, derived_tensors: dict, flags: dict) -> tuple:
+    """Throw-away inputs shaped like ``batch``'s for compiling its kernel in the background. Inductor takes
+    codegen decisions (parallelise a loop or not) from the example's lengths, so they are realistic."""
+    n = max(64, min(max(p.numel() for p in batch.params), 1 << 20))
+    p = batch.params[0]
+    make = lambda dtype: [torch.zeros(n, dtype=dtype, device=p.device) for _ in range(CHUNK)]  # noqa: E731
+    hypers = {k: torch.full_like(t, 0.5) for k, t in hyper_tensors.items()}
+    derived = {k: torch.full_like(t, 0.5) for k, t in derived_tensors.items()}
+    seeds = None if batch.seeds is None else torch.zeros(CHUNK, dtype=torch.int32, device=p.device)
+    matrix = torch.zeros(CHUNK, dtype=torch.bool, device=p.device)
+    return (rule, make(p.dtype), make(p.dtype), [make(s[0].dtype) for s in batch.states], hypers, derived, flags,
+            seeds, matrix)
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
