@@ -52,8 +52,22 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single: bool) -> None:
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default auto)")
     g.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default: an epoch, or "
                                                   "less so that a run has at least 10)")
-    g.add_argument("--threads", type=int, help="torch.set_num_threads (default on CPU: 1, fastest for these small "
-                                               "models; on GPU: torch's choice)")
+    g.add_argument("--threads", type=int, help="torch.set_num_threads (default on CPU: 1 for the small models, "
+                                               "torch's choice for resnet18/airbench/gpt and on GPU)")
+    m = p.add_argument_group("model, data and precision")
+    m.add_argument("--width", type=int, help="resnet18/airbench base width (64), gpt width (128)")
+    m.add_argument("--depth", type=int, help="gpt blocks (4)")
+    m.add_argument("--heads", type=int, help="gpt attention heads (4)")
+    m.add_argument("--context", type=int, help="gpt context in bytes (128)")
+    m.add_argument("--augment", help="images: auto (cifar crop-flip, imagefolder crop), none, flip, crop, crop-flip")
+    m.add_argument("--precision", help="fp32 (default), bf16, fp16 (autocast; fp16 with a GradScaler), fp64")
+    m.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
+    m.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
+    m.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
+    m.add_argument("--target-loss", type=float, help="test/validation loss to reach (nats); time to it is reported")
+    m.add_argument("--eval-bytes", type=int, help="text: validation bytes scored per evaluation (65536)")
+    m.add_argument("--fsdp", action="store_const", const=True,
+                   help="under torchrun: shard the model with FSDP2 (checkpoints through torch.distributed.checkpoint)")
     if single:
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -64,7 +78,9 @@ def _config_from(args, single: bool) -> tuple[Config, dict]:
     if args.config:
         base = load_toml(args.config)
     names = ["dataset", "model", "momentum", "weight_decay", "batch_size", "epochs", "steps", "schedule", "warmup",
-             "label_smoothing", "target_accuracy", "device", "eval_every", "threads"]
+             "label_smoothing", "target_accuracy", "device", "eval_every", "threads", "width", "depth", "heads",
+             "context", "augment", "precision", "compile", "grad_accum", "clip_grad", "target_loss", "eval_bytes",
+             "fsdp"]
     if single:
         names += ["optimizer", "lr", "seed"]
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
@@ -102,8 +118,24 @@ def train_main(argv: list[str] | None = None) -> int:
     g.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     args = p.parse_args(argv)
 
+    from . import dist as D
     from .loop import run
 
+    try:
+        dist = D.init(args.device or "auto")
+    except Exception as e:  # noqa: BLE001 - a rendezvous that fails or times out
+        print(f"nesterov train: error: cannot join the torchrun process group ({type(e).__name__}: {e})",
+              file=sys.stderr)
+        return 2
+    try:
+        return _train(args, dist, run)
+    finally:
+        if dist.world > 1:
+            D.finish()
+
+
+def _train(args, dist, run) -> int:
+    quiet = not dist.main
     try:
         if args.resume:
             out = Path(args.resume)
@@ -124,16 +156,24 @@ def train_main(argv: list[str] | None = None) -> int:
 
                 s = json.loads(summary.read_text())
                 if s.get("status") == "completed" and s.get("steps") == cfg.steps:
-                    print(f"{out} is already complete: test accuracy {_pct(s.get('test_accuracy'))} "
-                          f"after {s.get('steps')} steps")
+                    if not quiet:
+                        print(f"{out} is already complete: test accuracy {_pct(s.get('test_accuracy'))} "
+                              f"after {s.get('steps')} steps")
                     return 0
         else:
             cfg, _ = _config_from(args, single=True)
             cfg.check()
             out = Path(args.out) if args.out else _default_out(cfg)
+            if dist.world > 1:  # every rank writes under the name rank 0 chose
+                import torch.distributed
+
+                box = [str(out)]
+                torch.distributed.broadcast_object_list(box, src=0)
+                out = Path(box[0])
         result = run(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
     except (ConfigError, ValueError, OSError) as e:
-        print(f"nesterov train: error: {e}", file=sys.stderr)
+        if not quiet:
+            print(f"nesterov train: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the first step (data, model); the loop handles its own
         print("\nnesterov train: interrupted", file=sys.stderr)
@@ -141,17 +181,25 @@ def train_main(argv: list[str] | None = None) -> int:
     s = result.summary
     if result.exit_code == 130:
         return 130
-    if s["status"] == "completed":
+    if quiet:
+        return result.exit_code
+    if s["status"] == "completed" and s.get("test_bpb") is not None:
+        print(f"validation loss {s['test_loss']:.4f} ({s['test_bpb']:.4f} bits per byte; best loss "
+              f"{s['best_test_loss']:.4f}), next-byte accuracy {_pct(s['test_accuracy'])} after {s['steps']} steps "
+              f"in {s['seconds']:.2f} s of training (+ {s['data_seconds']:.2f} s data preparation)")
+    elif s["status"] == "completed":
         line = (f"test accuracy {_pct(s['test_accuracy'])} (best {_pct(s['best_test_accuracy'])} at step "
                 f"{s['best_step']}) after {s['steps']} steps in {s['seconds']:.2f} s of training "
                 f"(+ {s['data_seconds']:.2f} s data preparation)")
         print(line)
-        if s["target_accuracy"] is not None:
-            if s["seconds_to_target"] is not None:
-                print(f"target {_pct(s['target_accuracy'])} reached at step {s['steps_to_target']}, "
-                      f"{s['seconds_to_target']:.2f} s")
-            else:
-                print(f"target {_pct(s['target_accuracy'])} not reached")
+    if s["status"] == "completed" and (s["target_accuracy"] is not None or s.get("target_loss") is not None):
+        what = " and ".join(x for x in (
+            f"accuracy {_pct(s['target_accuracy'])}" if s["target_accuracy"] is not None else "",
+            f"loss {s['target_loss']:g}" if s.get("target_loss") is not None else "") if x)
+        if s["seconds_to_target"] is not None:
+            print(f"target {what} reached at step {s['steps_to_target']}, {s['seconds_to_target']:.2f} s")
+        else:
+            print(f"target {what} not reached")
     print(f"run directory: {out}")
     return result.exit_code
 

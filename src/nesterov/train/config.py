@@ -12,8 +12,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..data import DATASETS
-from ..models import MODELS
+from ..data import AUGMENTS, DATASETS, is_text, valid_spec
+from ..models import MODELS, OPTIONS, TEXT_MODELS
 from .optimizers import OptimizerError, resolve_hparams
 from .schedules import SCHEDULES
 
@@ -28,7 +28,12 @@ class ConfigError(ValueError):
 DATASET_DEFAULTS = {
     "mnist1d": {"epochs": 5, "target_accuracy": 0.94},  # 0.94: the MNIST-1D paper's CNN
     "digits": {"epochs": 30, "target_accuracy": 0.97},
+    "cifar10": {"epochs": 10, "target_accuracy": 0.94},  # airbench94's target
+    "text": {"steps": 600, "batch_size": 32, "label_smoothing": 0.0},  # text:PATH and pysrc
 }
+PRECISIONS = ("fp32", "bf16", "fp16", "fp64")
+DEFAULT_BATCH = 128
+DEFAULT_LABEL_SMOOTHING = 0.1
 FALLBACK_EPOCHS = 20
 MIN_EVALS = 10  # default evaluation interval: once per epoch, or more often so that a run has >= 10 points
 
@@ -41,13 +46,25 @@ class Config:
     lr: float | None = None  # None: the optimizer's default from the optimizer table
     momentum: float | None = None
     weight_decay: float | None = None
-    batch_size: int = 128
+    batch_size: int | None = None  # None: 128, or 32 windows for text
     epochs: float | None = None  # None: the dataset's default
     steps: int | None = None  # total optimizer steps; overrides epochs
     schedule: str = "warmup-cosine"
     warmup: float = 0.1  # fraction of the run spent warming up (one-cycle: rising)
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None  # None: 0.1 for classification, 0 for text
     target_accuracy: float | None = None  # None: the dataset's default (if any)
+    target_loss: float | None = None  # test/validation loss (nats) to reach; time to it is reported
+    width: int | None = None  # model options (None: the model's default), see nesterov.models.OPTIONS
+    depth: int | None = None
+    heads: int | None = None
+    context: int | None = None
+    augment: str = "auto"  # images: auto (per dataset), none, flip, crop, crop-flip
+    precision: str = "fp32"  # fp32, bf16 / fp16 (autocast; fp16 with a GradScaler), fp64 (model in float64)
+    compile: bool = False  # torch.compile the model
+    grad_accum: int = 1  # micro-batches per optimizer step (the batch is split, the result is the same)
+    clip_grad: float | None = None  # clip the global gradient norm to this value
+    fsdp: bool = False  # shard the model with FSDP2 (under torchrun)
+    eval_bytes: int = 65536  # text: validation bytes scored at each evaluation (the first ones of the split)
     seed: int = 0
     device: str = "auto"
     eval_every: int | None = None  # steps between evaluations/checkpoints; None: per epoch, >= 10 per run
@@ -70,17 +87,41 @@ class Config:
 
     def check(self) -> "Config":
         """Validate every field; raise ConfigError naming the key and the accepted values."""
-        if not (self.dataset in ("mnist1d", "digits") or self.dataset.startswith("npz:")):
+        if not valid_spec(self.dataset):
             raise ConfigError(f"dataset: unknown {self.dataset!r}; valid: {', '.join(DATASETS)}")
         if self.model not in MODELS:
             raise ConfigError(f"model: unknown {self.model!r}; valid: {', '.join(MODELS)}")
+        if is_text(self.dataset) != (self.model in TEXT_MODELS):
+            need = ", ".join(TEXT_MODELS) if is_text(self.dataset) else ", ".join(m for m in MODELS
+                                                                                 if m not in TEXT_MODELS)
+            raise ConfigError(f"model: {self.model!r} does not fit dataset {self.dataset!r}; use one of: {need}")
+        for k in ("width", "depth", "heads", "context"):
+            v = getattr(self, k)
+            if v is not None:
+                _positive(k, v)
+                if k not in OPTIONS.get(self.model, ()):
+                    ok = ", ".join(f"--{o}" for o in OPTIONS.get(self.model, ())) or "none"
+                    raise ConfigError(f"{k}: model {self.model!r} takes no --{k} (its options: {ok})")
+        if self.augment not in AUGMENTS:
+            raise ConfigError(f"augment: unknown {self.augment!r}; valid: {', '.join(AUGMENTS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: unknown {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if not isinstance(self.compile, bool) or not isinstance(self.fsdp, bool):
+            raise ConfigError("compile, fsdp: must be true or false")
+        _positive("grad_accum", self.grad_accum)
+        _positive("eval_bytes", self.eval_bytes)
+        if self.clip_grad is not None and not (math.isfinite(self.clip_grad) and self.clip_grad > 0):
+            raise ConfigError(f"clip_grad: must be a finite number > 0, got {self.clip_grad}")
+        if self.target_loss is not None and not (math.isfinite(self.target_loss) and self.target_loss > 0):
+            raise ConfigError(f"target_loss: must be a finite number > 0, got {self.target_loss}")
         try:
             resolve_hparams(self.optimizer)
         except OptimizerError as e:
             raise ConfigError(f"optimizer: {e}") from None
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule: unknown {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
-        _positive("batch_size", self.batch_size)
+        if self.batch_size is not None:
+            _positive("batch_size", self.batch_size)
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr: must be a finite number > 0, got {self.lr}")
         if self.momentum is not None and not 0 <= self.momentum < 1:
@@ -97,7 +138,7 @@ class Config:
             _positive("threads", self.threads)
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warmup: must be a fraction in [0, 1), got {self.warmup}")
-        if not 0 <= self.label_smoothing < 1:
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ConfigError(f"target_accuracy: must be a fraction in (0, 1], got {self.target_accuracy} "
@@ -106,22 +147,31 @@ class Config:
             raise ConfigError(f"device: unknown {self.device!r}; valid: auto, cpu, cuda, cuda:N, mps")
         return self
 
+    def defaults(self) -> dict:
+        key = "text" if is_text(self.dataset) else self.dataset.split(":")[0]
+        return DATASET_DEFAULTS.get(key, {})
+
     def resolved(self, n_train: int) -> "Config":
-        """Fill every unset default; ``n_train`` is the training set size (for epochs <-> steps)."""
+        """Fill every unset default; ``n_train`` is the training set size (for epochs <-> steps; for text,
+        the number of context windows in the training bytes)."""
         self.check()
-        d = DATASET_DEFAULTS.get(self.dataset, {})
+        d = self.defaults()
         hp = resolve_hparams(self.optimizer, self.lr, self.momentum, self.weight_decay)
-        spe = self.steps_per_epoch(n_train)
-        steps = self.steps or max(1, round((self.epochs or d.get("epochs", FALLBACK_EPOCHS)) * spe))
+        cfg = dataclasses.replace(self, batch_size=self.batch_size or d.get("batch_size", DEFAULT_BATCH))
+        spe = cfg.steps_per_epoch(n_train)
+        steps = self.steps or (max(1, round(self.epochs * spe)) if self.epochs else d.get("steps")) or max(
+            1, round(d.get("epochs", FALLBACK_EPOCHS) * spe))
         return dataclasses.replace(
-            self, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"],
+            cfg, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"],
             steps=steps, epochs=round(steps / spe, 4),
+            label_smoothing=(self.label_smoothing if self.label_smoothing is not None
+                             else d.get("label_smoothing", DEFAULT_LABEL_SMOOTHING)),
             target_accuracy=self.target_accuracy if self.target_accuracy is not None else d.get("target_accuracy"),
             eval_every=min(self.eval_every or min(spe, math.ceil(steps / MIN_EVALS)), steps),
         )
 
     def steps_per_epoch(self, n_train: int) -> int:
-        return max(1, n_train // self.batch_size)
+        return max(1, n_train // (self.batch_size or DEFAULT_BATCH))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -137,6 +187,10 @@ def _coerce(key, value, typ, where):
     try:
         if value is None:
             return None
+        if typ == "bool":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
         if "int" in typ and "float" not in typ:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise TypeError
