@@ -176,7 +176,8 @@ def test_hf_trainer_bf16_warmup_from_zero_clipping_and_resume(name, tmp_path):
     resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-3"))
     again = snapshot(resumed_model)
     assert straight.keys() == again.keys()
-    assert max_diff(straight.values(), again.values()) == 0.0
+    off = max_diff(straight.values(), again.values())
+    assert off == 0.0, f"resumed weights {off:.3g} from the uninterrupted run"
     assert hf_loss(resumed_model) == hf_loss(model)
 
 
@@ -196,7 +197,8 @@ def test_hf_trainer_equals_torch_optimizer(ours, theirs, tmp_path):
         results.append(snapshot(model))
     moved = max_diff(results[1].values(), tiny_llama(seed=0, dtype=torch.float64).state_dict().values())
     assert moved > 1e-3
-    assert max_diff(results[0].values(), results[1].values()) <= 1e-10
+    off = max_diff(results[0].values(), results[1].values())
+    assert off <= 1e-10, f"{ours} ends {off:.3g} from {theirs}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -303,11 +305,13 @@ def test_lightning_bf16_true_nag_equals_torch_sgd(tmp_path):
         runs[name] = module
     ours, torchs = runs["NAG"], runs["torch.SGD"]
     assert torchs.losses[-1] < 0.7 * torchs.losses[0], torchs.losses  # the run trains: the comparison means something
-    assert abs(ours.losses[-1] - torchs.losses[-1]) <= 0.02 * torchs.losses[0], (ours.losses, torchs.losses)
+    assert abs(ours.losses[-1] - torchs.losses[-1]) <= 0.02 * torchs.losses[0], \
+        f"final loss {ours.losses[-1]:.4f} against torch SGD's {torchs.losses[-1]:.4f} (from {torchs.losses[0]:.4f})"
     initial = mlp(0).to(torch.bfloat16)
     for (key, p), q, p0 in zip(ours.net.named_parameters(), torchs.net.parameters(), initial.parameters()):
         moved = (q.double() - p0.double()).norm().item()
-        assert (p.double() - q.double()).norm().item() <= 0.1 * moved, key
+        off = (p.double() - q.double()).norm().item()
+        assert off <= 0.1 * moved, f"{key}: {off:.3g} from torch SGD's weights, which moved {moved:.3g}"
 
 
 @pytest.mark.parametrize("name", NAMES + ("torch.SGD",))
@@ -327,8 +331,9 @@ def test_lightning_ckpt_path_resume_equals_uninterrupted(name, tmp_path):
 
     resumed = lit_module(name, seed=1, width=32)
     quiet_fit(lit_trainer(tmp_path / "b", max_steps=-1, max_epochs=2), resumed, ckpt_path=first)
-    assert resumed.losses == straight.losses[3:]
-    assert max_diff(resumed.parameters(), straight.parameters()) == 0.0
+    assert resumed.losses == straight.losses[3:], (resumed.losses, straight.losses[3:])
+    off = max_diff(resumed.parameters(), straight.parameters())
+    assert off == 0.0, f"resumed weights {off:.3g} from the uninterrupted run"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -382,7 +387,7 @@ def test_torch_save_of_a_submodule_writes_only_that_submodule(name, tmp_path):
     torch.save(head.state_dict(), tmp_path / "head.pt")
     torch.save({k: v.clone() for k, v in head.state_dict().items()}, tmp_path / "copies.pt")
     size, copies = os.path.getsize(tmp_path / "head.pt"), os.path.getsize(tmp_path / "copies.pt")
-    assert size <= copies + 4096, (size, copies)
+    assert size <= copies + 4096, f"the head's state_dict wrote {size} bytes; copies of its tensors {copies}"
     loaded = torch.load(tmp_path / "head.pt")
     assert max_diff(loaded.values(), head.state_dict().values()) == 0.0
 
@@ -407,7 +412,8 @@ def test_model_double_after_building_the_optimizer(name):
     train_steps(model, opt, steps=3, dtype=torch.float64)
     assert all(p is q and p.dtype == torch.float64 for p, q in zip(model.parameters(), params))
     assert max_diff(model.parameters(), mlp(0, width=32).double().parameters()) > 1e-4
-    assert max_diff(model.parameters(), late_model.parameters()) <= 1e-12
+    off = max_diff(model.parameters(), late_model.parameters())
+    assert off <= 1e-12, f"{off:.3g} from an optimizer built after the cast"
 
 
 def conv_net(seed: int = 0) -> torch.nn.Sequential:
@@ -434,4 +440,5 @@ def test_channels_last_after_building_the_optimizer(name):
     for m in (model[0], model[2]):
         assert m.weight.is_contiguous(memory_format=cl) and not m.weight.is_contiguous()
     assert max_diff(model.parameters(), conv_net().parameters()) > 1e-4
-    assert max_diff(model.parameters(), late_model.parameters()) <= 1e-12
+    off = max_diff(model.parameters(), late_model.parameters())
+    assert off <= 1e-12, f"{off:.3g} from an optimizer built after the conversion"
