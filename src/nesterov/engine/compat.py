@@ -6,7 +6,6 @@ torch does not promise these across releases; when one moves, this module is the
 from __future__ import annotations
 
 import torch
-import torch.optim.optimizer as _torch_optimizer
 
 # torch's fused SGD kernel (what ``torch.optim.SGD(fused=True)`` calls): in place over lists.
 fused_sgd_ = torch._fused_sgd_
@@ -23,14 +22,8 @@ def no_duck_shapes():
     return fx_config.patch(use_duck_shape=False)
 
 
-# torch.optim's global step hooks (``register_optimizer_step_pre_hook``): read by the hooks tests.
-global_optimizer_pre_hooks = _torch_optimizer._global_optimizer_pre_hooks
-global_optimizer_post_hooks = _torch_optimizer._global_optimizer_post_hooks
-
 SYMBOLS = {
     "torch._fused_sgd_": fused_sgd_,
     "torch._disable_dynamo": disable_dynamo,
     "torch.fx.experimental._config.use_duck_shape": getattr(fx_config, "use_duck_shape"),
-    "torch.optim.optimizer._global_optimizer_pre_hooks": global_optimizer_pre_hooks,
-    "torch.optim.optimizer._global_optimizer_post_hooks": global_optimizer_post_hooks,
 }

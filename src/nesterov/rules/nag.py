@@ -44,9 +44,13 @@ def foreach(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maxim
 
 def torch_kernel(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
     """torch's fused SGD kernel, whose Nesterov update is :func:`update` (our zero first buffer makes its
-    first-step copy of ``g`` the same as ``b ← μ·0 + g``). It reads the gradients and never writes them."""
-    compat.fused_sgd_(params, grads, bufs if momentum != 0 else [], weight_decay=weight_decay, momentum=momentum,
-                      lr=lr, dampening=dampening, nesterov=True, maximize=maximize, is_first_step=False)
+    first-step copy of ``g`` the same as ``b ← μ·0 + g``). It reads the gradients and never writes them.
+    Without momentum the kernel keeps no buffer, while the rule's holds the last direction: :func:`foreach`."""
+    if momentum == 0:
+        return foreach(params, grads, bufs, lr=lr, momentum=momentum, dampening=dampening,
+                       weight_decay=weight_decay, maximize=maximize)
+    compat.fused_sgd_(params, grads, bufs, weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=dampening,
+                      nesterov=True, maximize=maximize, is_first_step=False)
 
 
 def torch_kernel_supports(device: torch.device, dtype: torch.dtype) -> bool:
