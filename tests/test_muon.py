@@ -19,7 +19,7 @@ from nesterov.rules import muon as R
 
 from _compiled import train_compiled_and_eager
 
-NADAM = functools.partial(torch.optim.NAdam, decoupled_weight_decay=True)  # NAdamW's update, unfused
+NADAM = "nadamw"  # torch.optim.NAdam(decoupled_weight_decay=True)'s update, with its defaults
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -184,11 +184,11 @@ def test_optimizer_makes_one_batched_product_per_shape(monkeypatch):
 
 
 def test_missing_grads_loose_params_and_late_groups():
-    """Params without a gradient are left alone; params that cannot live in an arena (here a strided
-    slice) and groups added later take the same update."""
+    """Params without a gradient are left alone; a strided slice with gaps and groups added later take
+    the same update."""
     gen = torch.Generator().manual_seed(5)
     big = torch.randn(12, 20, generator=gen, dtype=torch.float64)
-    loose = torch.nn.Parameter(big[:, ::2])  # not dense: stepped outside the arena
+    loose = torch.nn.Parameter(big[:, ::2])  # not dense
     assert loose.stride() == (20, 2)
     dense = make_params([(6, 10), (6, 10), (5, 5)], seed=1)
     late = make_params([(10, 6)], seed=2)
@@ -295,7 +295,8 @@ def test_aux_params_go_to_the_aux_rule():
     r_muon, r_rest, r_special = split(ref_model)
     nadam = functools.partial(torch.optim.NAdam, lr=1e-2, decoupled_weight_decay=True, weight_decay=0.01)
     opt = Muon([{"params": o_muon + o_rest},
-                {"params": o_special, "use_muon": False, "lr": 3e-3}], lr=0.02, aux=nadam)
+                {"params": o_special, "use_muon": False, "lr": 3e-3}], lr=0.02, aux="nadamw",
+               aux_defaults=dict(lr=1e-2, weight_decay=0.01))
     ref = [torch.optim.Muon(r_muon, lr=0.02, weight_decay=0.0),
            nadam([{"params": r_rest}, {"params": r_special, "lr": 3e-3}])]
     assert [g["use_muon"] for g in opt.param_groups] == [True, False, False]
@@ -312,8 +313,7 @@ def test_aux_params_go_to_the_aux_rule():
         ref[1].step()
     for (name, a), b in zip(ours_model.named_parameters(), ref_model.parameters()):
         assert rel_diff(a.detach(), b.detach()) <= 1e-10, name
-    # one state for the whole optimizer, as torch.optim's: the aux rule's entries are in it too
-    assert opt.aux.state is opt.state
+    # one state for the whole optimizer, in torch's layout for each rule
     assert set(opt.state[o_rest[0]]) == set(ref[1].state[r_rest[0]])
     assert "momentum_buffer" in opt.state[o_muon[0]]
 
@@ -339,10 +339,9 @@ def test_default_aux_takes_a_whole_model():
         opt.step()
     assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())
     assert tiny_loss(model, 0).item() < loss0
-    # A scheduler reaches the auxiliary group too: it is the same dict in both optimizers.
+    # A scheduler reaches the auxiliary group too.
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.5)
-    assert opt.param_groups[1] is opt.aux.param_groups[0]
-    assert math.isclose(opt.aux.param_groups[0]["lr"], 0.5 * opt.param_groups[1]["initial_lr"])
+    assert math.isclose(opt.param_groups[1]["lr"], 0.5 * opt.param_groups[1]["initial_lr"])
     del sched
 
 
@@ -352,6 +351,21 @@ def test_named_parameters_are_accepted():
     tiny_loss(model, 0).backward()
     opt.step()
     assert "param_names" in opt.param_groups[0]
+    # by name, the embedding and the output head go to the auxiliary rule
+    assert opt.param_groups[0]["param_names"] == ["fc1.weight", "fc2.weight"]
+    assert "embed.weight" in opt.param_groups[1]["param_names"] and "head.weight" in opt.param_groups[1]["param_names"]
+
+
+def test_tokens_and_position_embeddings_are_not_orthogonalised():
+    """(1, 1, D) and (1, N, D) parameters are vectors in matrix clothing: the auxiliary rule steps them."""
+    cls, pos, w = (torch.nn.Parameter(torch.randn(s)) for s in [(1, 1, 8), (1, 5, 8), (8, 8)])
+    opt = Muon([cls, pos, w])
+    assert opt.param_groups[0]["params"] == [w] and opt.param_groups[1]["params"] == [cls, pos]
+
+
+def test_only_non_matrices_warns_once():
+    with pytest.warns(UserWarning, match="no parameter is a hidden matrix"):
+        Muon(make_params([(4,), (3,)]))
 
 
 # -- bf16 state ---------------------------------------------------------------------------------------
@@ -421,7 +435,7 @@ def test_only_non_matrices_without_aux_is_refused():
         Muon([{"params": make_params([(4, 4)]), "use_muon": False}], aux=None)
     with pytest.raises(TypeError, match="use_muon"):
         Muon([{"params": make_params([(4, 4)]), "use_muon": "no"}])
-    with pytest.raises(ValueError, match="given twice"):
+    with pytest.raises(ValueError, match="more than one parameter group"):  # torch's own check and message
         p = make_params([(4, 4)])
         Muon([{"params": p}, {"params": p}])
 
@@ -508,7 +522,6 @@ def test_state_dict_with_aux_and_bf16_state_round_trips():
     other = make(clone)
     clone.load_state_dict(model.state_dict())
     other.load_state_dict(through_disk(sd))
-    assert other.param_groups[1] is other.aux.param_groups[0]
     for step in range(3, 6):
         for o, m in [(opt, model), (other, clone)]:
             o.zero_grad()

@@ -2,8 +2,8 @@
 
 One optimizer for a whole model: ``Muon(model.parameters())`` sends every hidden matrix (linear weights,
 conv kernels flattened to ``(out, in·kh·kw)``) to Muon and everything else to an auxiliary rule inside
-the same optimizer, NAdamW by default: biases and norm scales (fewer than two dimensions), tensors whose
-matrix has a single row or column (e.g. ``(1, 1, D)`` class tokens, ``(1, N, D)`` position embeddings),
+the same optimizer, NAdamW by default: biases and norm scales (fewer than two dimensions), tensors of three
+or more dimensions with a leading 1 (``(1, 1, D)`` class tokens, ``(1, N, D)`` position embeddings),
 and — when given as ``model.named_parameters()`` — embeddings and output heads by name (see
 :data:`AUX_NAME_PARTS`). A group with ``use_muon=False`` sends all its parameters to the auxiliary rule.
 
@@ -20,7 +20,6 @@ How a step runs (the math is :mod:`nesterov.rules.muon`, stated once):
 
 from __future__ import annotations
 
-import math
 import warnings
 from functools import partial
 
@@ -59,9 +58,10 @@ AUX = {
 
 
 def is_hidden_matrix(p: torch.Tensor, name: str | None = None) -> bool:
-    """Whether ``Muon(params)`` orthogonalises ``p``: two or more dimensions, a matrix with more than one
-    row and column, and a name (when there is one) that is not an embedding's or an output head's."""
-    if p.dim() < 2 or p.shape[0] < 2 or math.prod(p.shape[1:]) < 2:
+    """Whether ``Muon(params)`` orthogonalises ``p``: two or more dimensions but not a stack of vectors
+    (three or more with a leading 1: class tokens, position embeddings), and a name (when there is one)
+    that is not an embedding's or an output head's."""
+    if p.dim() < 2 or (p.dim() > 2 and p.shape[0] == 1):
         return False
     return name is None or not any(part in name.lower() for part in AUX_NAME_PARTS)
 
@@ -91,8 +91,11 @@ class Muon(RuleOptimizer):
         eps: ε > 0, floor of the Frobenius norm that normalises the direction.
         weight_decay: λ ≥ 0, decoupled: ``p ← p·(1 − ηλ)``.
         adjust_lr_fn: ``None``/``"original"`` (η·√max(1, A/B)) or ``"match_rms_adamw"`` (0.2·η·√max(A, B)).
-        aux: the auxiliary rule: ``"nadamw"`` (default, NAdamW's defaults), ``"nag"``, or ``None`` to refuse
-            parameters that are not hidden matrices.
+        aux: the auxiliary rule: ``"nadamw"`` (default), ``"nag"``, or ``None`` to refuse parameters that
+            are not hidden matrices.
+        aux_defaults: the auxiliary rule's hyperparameters for the groups Muon splits off (e.g.
+            ``{"lr": 3e-4, "weight_decay": 0.01}``); unset keys take that rule's defaults (NAdamW's:
+            lr 2e-3, betas (0.9, 0.999), eps 1e-8, no weight decay).
         ns_dtype: dtype of the Newton–Schulz products; ``None`` picks per device
             (:func:`nesterov.rules.muon.default_ns_dtype`).
         backend: ``"auto"`` (default), ``"foreach"`` and ``"compile"`` run the batched step (the auxiliary
@@ -106,7 +109,7 @@ class Muon(RuleOptimizer):
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  ns_steps: int = R.NS_STEPS, ns_coefficients=R.NS_COEFFICIENTS, eps: float = R.EPS,
                  weight_decay: float = 0.0, adjust_lr_fn: str | None = None, *, aux="nadamw",
-                 ns_dtype: torch.dtype | None = None, backend: str = "auto", state_dtype: torch.dtype | None = None):
+                 aux_defaults: dict | None = None, ns_dtype: torch.dtype | None = None, backend: str = "auto", state_dtype: torch.dtype | None = None):
         if ns_dtype not in NS_DTYPES:
             raise ValueError(f"ns_dtype must be one of {dtype_names(NS_DTYPES)}; got {ns_dtype!r}")
         if backend not in BACKENDS:
@@ -114,6 +117,13 @@ class Muon(RuleOptimizer):
         if aux is not None and aux not in AUX:
             raise ValueError(f"aux must be one of {tuple(AUX)} or None; got {aux!r}")
         self.aux = aux
+        self.aux_defaults = {**AUX[aux][1], **(aux_defaults or {})} if aux is not None else {}
+        if aux is not None:
+            unknown = set(aux_defaults or {}) - set(AUX[aux][1])
+            if unknown:
+                raise ValueError(f"aux_defaults has keys {sorted(unknown)} that {aux} does not take; it takes "
+                                 f"{sorted(AUX[aux][1])}")
+            AUX[aux][2](self.aux_defaults, " (aux_defaults)")
         self.ns_dtype = ns_dtype
         if isinstance(ns_coefficients, list):
             ns_coefficients = tuple(ns_coefficients)
@@ -126,7 +136,8 @@ class Muon(RuleOptimizer):
                           f"rule ({self.aux}); nothing is orthogonalised", UserWarning, stacklevel=2)
 
     def __getstate__(self):
-        return {**super().__getstate__(), "aux": self.aux, "ns_dtype": self.ns_dtype}
+        return {**super().__getstate__(), "aux": self.aux, "aux_defaults": self.aux_defaults,
+                "ns_dtype": self.ns_dtype}
 
     # -- validation ----------------------------------------------------------------------------------
     def check_hypers(self, group: dict, where: str) -> None:
@@ -191,7 +202,7 @@ class Muon(RuleOptimizer):
         if matrices:
             groups.append({**rest, "params": matrices, "use_muon": True})
         if others:
-            aux_group = {**AUX[self.aux][1], **(rest if not use_muon else {}), "params": others, "use_muon": False}
+            aux_group = {**self.aux_defaults, **(rest if not use_muon else {}), "params": others, "use_muon": False}
             groups.append(aux_group)
         added = 0
         try:
