@@ -1,7 +1,7 @@
 """Every optimizer under FSDP2 and DDP, and Muon's sharded Newton–Schulz, on real two-process gloo groups.
 
-FSDP2's DTensor params take the per-tensor path; under DDP the averaged gradients land in the arena
-(written into p.grad by DDP's reducer, or copied from its buckets with gradient_as_bucket_view).
+FSDP2's DTensor params are stepped on their local shards (per-tensor rules gather each tensor for its
+norms); under DDP the step reads the averaged gradients where DDP's reducer left them.
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ def _nag_work(rank: int, world: int) -> dict:
             o.step()
     diff = max((p.full_tensor() - q.full_tensor()).abs().max().item()
                for p, q in zip(ours.parameters(), ref.parameters()))
-    loose = sum(len(rt.loose) for rt in opt._runtimes)
     ddp_diffs = [_ddp_diff(rank, bucket_view) for bucket_view in (False, True)]
-    return {"diff": diff, "loose": loose, "params": len(list(ours.parameters())), "ddp": ddp_diffs}
+    return {"diff": diff, "ddp": ddp_diffs}
 
 
 def _ddp_diff(rank: int, bucket_view: bool) -> float:
@@ -63,7 +62,6 @@ def _ddp_diff(rank: int, bucket_view: bool) -> float:
 
 def test_nag_matches_torch_sgd_under_fsdp2_and_ddp(tmp_path):
     result = _on_two_ranks(_nag_work, tmp_path)[0]
-    assert result["loose"] == result["params"]  # DTensors cannot be arena views: per-tensor rule
     assert result["diff"] <= 1e-6
     assert max(result["ddp"]) <= 1e-6
 
