@@ -11,9 +11,10 @@ _COMMANDS = {
     "compare": ("nesterov.train.cli", "compare_main"),
 }
 _BENCHES = {
-    "step": ("nesterov.bench", "step_main"),
-    "memory": ("nesterov.bench", "memory_main"),
-    "convex": ("nesterov.solve.bench", "main"),
+    "step": ("nesterov.bench.step", "step_main"),
+    "cold": ("nesterov.bench.cold", "main"),
+    "memory": ("nesterov.bench.step", "memory_main"),
+    "convex": ("nesterov.bench.convex", "main"),
 }
 
 _USAGE = """usage: nesterov [train|compare|bench] [options]
@@ -22,6 +23,7 @@ _USAGE = """usage: nesterov [train|compare|bench] [options]
   nesterov train ...       train a model; `nesterov train --help` for options
   nesterov compare ...     race optimizers on one dataset and model
   nesterov bench step      one optimizer step, ours vs torch.optim vs the bandwidth floor
+  nesterov bench cold      the first steps of a fresh process (empty compile cache), ours vs torch
   nesterov bench memory    bytes of optimizer state per parameter, per rule and state dtype
   nesterov bench convex    nesterov.minimize vs gradient descent vs scipy L-BFGS-B
 """

@@ -90,6 +90,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _reset_caches(self) -> None:
         self._tensor_cache: dict = {}  # (group, device, dtype, kind) -> (values, 0-d tensors) for compiled kernels
         self._salts: dict[int, int] | None = None  # id(param) -> its position: the rounding stream of each
+        self.backends_seen: set[str] = set()  # which kernels have stepped (``nesterov bench`` reports it)
 
     # -- param groups --------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
@@ -256,6 +257,7 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _run(self, index: int, rule: Rule, batch: K.Batch, hypers: dict, derived: dict, flags: dict) -> None:
         backend = self._backend_now(rule, batch, hypers, derived, flags)
+        self.backends_seen.add(backend)
         if backend == "torch":
             fused, rest = self._split(batch, K.same_layout)  # torch's fused kernels assume one layout per tensor
             if fused.params:

@@ -5,11 +5,11 @@
 float32) against ``torch.optim.Muon`` on the same matrices (+ ``torch.optim.NAdam`` on the vectors,
 since torch's Muon refuses them), with torch's own bf16 Newton–Schulz and with float32.
 
-``python -m nesterov.bench_muon train`` trains a 64-256-256-10 MLP on scikit-learn's digits with
+``python -m nesterov.bench.muon train`` trains a 64-256-256-10 MLP on scikit-learn's digits with
 Muon (all matrices, or the output layer given to the auxiliary NAdamW as Muon's authors advise) and
 with NAdamW, over a small learning-rate grid each, and prints the training loss along the way.
 
-``python -m nesterov.bench_muon parity`` prints the largest relative difference to torch.optim.Muon
+``python -m nesterov.bench.muon parity`` prints the largest relative difference to torch.optim.Muon
 (Newton–Schulz in float64 / float32 on both sides) over random configurations and 50 steps.
 """
 
@@ -64,9 +64,9 @@ NS_BACKENDS = {"ns-default": None, "ns-float32": torch.float32, "ns-bfloat16": t
 
 
 def muon_spec():
-    """The ``muon`` row of ``nesterov bench step`` (a :class:`nesterov.bench.BenchSpec`)."""
+    """The ``muon`` row of ``nesterov bench step`` (a :class:`nesterov.bench.step.BenchSpec`)."""
     from nesterov import Muon
-    from nesterov.bench import BenchSpec
+    from nesterov.bench.step import BenchSpec
 
     hp = dict(lr=0.02, momentum=0.95, weight_decay=0.0)
 
@@ -131,7 +131,7 @@ def train_curve(make_opt, steps, seed=0, batch=64):
 def train_main(argv):
     from nesterov import Muon, NAdamW
 
-    ap = argparse.ArgumentParser(prog="python -m nesterov.bench_muon train")
+    ap = argparse.ArgumentParser(prog="python -m nesterov.bench.muon train")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args(argv)
@@ -174,7 +174,7 @@ def parity_main(argv):
 
     from nesterov import Muon
 
-    ap = argparse.ArgumentParser(prog="python -m nesterov.bench_muon parity")
+    ap = argparse.ArgumentParser(prog="python -m nesterov.bench.muon parity")
     ap.add_argument("--configs", type=int, default=30)
     ap.add_argument("--steps", type=int, default=50)
     args = ap.parse_args(argv)
@@ -212,9 +212,9 @@ def parity_main(argv):
 def speed_main(argv):
     """Standalone: one step of ours vs torch.optim.Muon on the transformer matrices, medians."""
     from nesterov import Muon
-    from nesterov.bench import transformer_shapes
+    from nesterov.bench.shapes import transformer_shapes
 
-    ap = argparse.ArgumentParser(prog="python -m nesterov.bench_muon speed")
+    ap = argparse.ArgumentParser(prog="python -m nesterov.bench.muon speed")
     ap.add_argument("--blocks", type=int, default=6)
     ap.add_argument("--d", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
@@ -261,7 +261,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     commands = {"train": train_main, "speed": speed_main, "parity": parity_main}
     if not argv or argv[0] not in commands:
-        print(f"usage: python -m nesterov.bench_muon {{{','.join(commands)}}} [options]", file=sys.stderr)
+        print(f"usage: python -m nesterov.bench.muon {{{','.join(commands)}}} [options]", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
 

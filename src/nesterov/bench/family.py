@@ -1,4 +1,4 @@
-"""``nesterov bench step`` entries for NAdamW, Adan, LARS and LAMB (registered in ``nesterov.bench.OPTIMIZERS``).
+"""``nesterov bench step`` entries for NAdamW, Adan, LARS and LAMB (registered in ``nesterov.bench.step.OPTIMIZERS``).
 
 Floors count the bytes an ideal step must move per element (pb: parameter/gradient bytes, sb: state bytes).
 LARS and LAMB need every tensor's norm before any element can be updated, so their ideal step is two
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from nesterov.bench import BenchSpec, _compiled_step
+from nesterov.bench.step import BenchSpec, _compiled_step
 
 
 def nadamw_spec() -> BenchSpec:

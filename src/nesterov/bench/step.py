@@ -19,53 +19,9 @@ from typing import Callable
 
 import torch
 
+from nesterov.bench.shapes import SHAPES, scaled_shapes
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
-
-
-# -- parameter sets ---------------------------------------------------------------------------------
-def resnet50_shapes() -> list[tuple[int, ...]]:
-    """Parameter shapes of ResNet-50 (torchvision layout: conv, BN weight and bias, fc)."""
-    shapes: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
-    in_ch = 64
-    for width, blocks in zip((64, 128, 256, 512), (3, 4, 6, 3)):
-        for b in range(blocks):
-            out = width * 4
-            shapes += [(width, in_ch, 1, 1), (width,), (width,)]
-            shapes += [(width, width, 3, 3), (width,), (width,)]
-            shapes += [(out, width, 1, 1), (out,), (out,)]
-            if b == 0:
-                shapes += [(out, in_ch, 1, 1), (out,), (out,)]
-            in_ch = out
-    return shapes + [(1000, 2048), (1000,)]
-
-
-def mnist1d_cnn_shapes() -> list[tuple[int, ...]]:
-    """A small 1-D CNN for MNIST-1D: 8 tensors, ~4k parameters (three convs and a linear head)."""
-    return [(32, 1, 5), (32,), (32, 32, 3), (32,), (32, 32, 3), (32,), (10, 64), (10,)]
-
-
-def transformer_shapes(blocks: int = 6, d: int = 512) -> list[tuple[int, ...]]:
-    """A GPT-style block stack: qkv, projection and MLP matrices plus LayerNorm vectors."""
-    shapes: list[tuple[int, ...]] = []
-    for _ in range(blocks):
-        shapes += [(d,), (d,), (3 * d, d), (d, d), (d,), (d,), (4 * d, d), (d, 4 * d)]
-    return shapes
-
-
-SHAPES: dict[str, Callable[[], list[tuple[int, ...]]]] = {
-    "resnet50": resnet50_shapes,
-    "mnist1d-cnn": mnist1d_cnn_shapes,
-    "transformer": transformer_shapes,
-}
-
-
-def scaled_shapes(shapes, numel: int | None) -> list[tuple[int, ...]]:
-    """Scale every tensor's first dimension so the set has about ``numel`` elements (same count)."""
-    if numel is None:
-        return shapes
-    total = sum(torch.Size(s).numel() for s in shapes)
-    factor = numel / total
-    return [(max(1, round(s[0] * factor)),) + tuple(s[1:]) for s in shapes]
 
 
 # -- what is benchmarked -----------------------------------------------------------------------------
@@ -81,7 +37,7 @@ class BenchSpec:
     torch_alternatives: dict[str, Callable[[list], torch.optim.Optimizer]]
     bytes_per_param: Callable[[int, int], int]
     reference: str  # the torch alternative ratios are taken against
-    backends: tuple[str, ...] = ("eager", "foreach", "compile", "triton", "auto")
+    backends: tuple[str, ...] = ("eager", "foreach", "compile", "auto")
     extra: dict = field(default_factory=dict)
 
 
@@ -100,6 +56,7 @@ def _nag_spec() -> BenchSpec:
         },
         bytes_per_param=lambda pb, sb: 3 * pb + 2 * sb,  # read p, g, b; write p, b
         reference="torch SGD fused",
+        backends=("eager", "foreach", "compile", "torch", "auto"),
     )
 
 
@@ -110,11 +67,11 @@ def _lazy(module: str, name: str) -> Callable[[], BenchSpec]:
 
 OPTIMIZERS: dict[str, Callable[[], BenchSpec]] = {
     "nag": _nag_spec,
-    "muon": _lazy("nesterov.bench_muon", "muon_spec"),
-    "nadamw": _lazy("nesterov.bench_family", "nadamw_spec"),
-    "adan": _lazy("nesterov.bench_family", "adan_spec"),
-    "lars": _lazy("nesterov.bench_family", "lars_spec"),
-    "lamb": _lazy("nesterov.bench_family", "lamb_spec"),
+    "muon": _lazy("nesterov.bench.muon", "muon_spec"),
+    "nadamw": _lazy("nesterov.bench.family", "nadamw_spec"),
+    "adan": _lazy("nesterov.bench.family", "adan_spec"),
+    "lars": _lazy("nesterov.bench.family", "lars_spec"),
+    "lamb": _lazy("nesterov.bench.family", "lamb_spec"),
 }
 
 
@@ -211,8 +168,6 @@ def run_step_bench(args) -> dict:
         name = f"nesterov {backend}" + (f" ({args.state_dtype} state)" if state_dtype else "")
         if wanted and name not in wanted and f"nesterov {backend}" not in wanted:
             continue
-        if backend == "triton" and device.type != "cuda":
-            continue
         params = _make_params(shapes, device, dtype)
         contenders.append(Contender(name, params, spec.ours(params, backend=backend, state_dtype=state_dtype)))
 
@@ -273,22 +228,25 @@ def run_step_bench(args) -> dict:
 
 
 def _auto_note(c: Contender, wait_s: float) -> str:
-    from nesterov.engine import backends as B
-
-    runtimes = getattr(c.optimizer, "_runtimes", [])
-    chosen = {ar.backend for rt in runtimes for ar in rt.arenas}
-    if "auto-compile" not in chosen:
-        return f"auto chose {', '.join(sorted(chosen))}"
+    """Which kernels ``auto`` stepped with, waiting (while stepping, as a training run would) up to
+    ``wait_s`` for a background compile to take over."""
+    seen = c.optimizer.backends_seen
     t0 = time.perf_counter()
-    while time.perf_counter() - t0 < wait_s:
-        events = list(B.COMPILED.ready.values())
-        if events and all(e.is_set() for e in events):
-            break
-        c.optimizer.step()  # keeps stepping on foreach meanwhile, as a training run would
-    done = all(e.is_set() for e in B.COMPILED.ready.values())
+    while seen == {"foreach"} and time.perf_counter() - t0 < wait_s and _compiling():
+        seen.clear()
+        c.optimizer.step()
     waited = time.perf_counter() - t0
-    return (f"foreach until the background compile finished ({waited:.1f} s later)" if done
-            else f"compile still running after {waited:.1f} s: steady state measured on foreach")
+    if "compile" in seen:
+        return f"auto: the compiled kernel ({waited:.1f} s of foreach steps while it compiled)"
+    if _compiling():
+        return f"auto: compile still running after {waited:.1f} s: steady state measured on foreach"
+    return "auto: " + ", ".join(sorted(seen))
+
+
+def _compiling() -> bool:
+    from nesterov.engine.kernels import COMPILED
+
+    return any(not event.is_set() for event in COMPILED.ready.values())
 
 
 def format_table(result: dict) -> str:
