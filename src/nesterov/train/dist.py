@@ -67,6 +67,15 @@ def init(device: str = "auto") -> Dist:
     return current()
 
 
+def init_single() -> Dist:
+    """A one-process group (gloo, in-memory store) for what needs one on a single process: FSDP2 on one
+    process, e.g. to resume an FSDP2 checkpoint saved by N processes on one."""
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1,
+                                timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    return current()
+
+
 def finish() -> None:
     if dist.is_available() and dist.is_initialized():
         try:

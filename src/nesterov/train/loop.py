@@ -237,8 +237,7 @@ def _wrap(model, cfg: Config, dist: D.Dist, device):
         from torch.distributed.fsdp import fully_shard
 
         if not D.current().on:
-            raise ValueError("--fsdp needs several processes: run under torchrun "
-                             "(torchrun --nproc-per-node N -m nesterov train ... --fsdp)")
+            D.init_single()  # FSDP2 on one process (e.g. resuming a run saved by several)
         units = getattr(model, "blocks", None) or getattr(model, "layers", None)
         for m in (units if units is not None else []):
             fully_shard(m)
