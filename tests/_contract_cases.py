@@ -110,11 +110,12 @@ def assert_close_tensors(actual, expected, atol: float, rtol: float = 0.0, what:
 
 
 def frozen_state_dict(opt) -> dict:
-    """``opt.state_dict()`` detached from the optimizer: what a checkpoint written to disk holds."""
+    """``opt.state_dict()`` detached from the optimizer: what a checkpoint written to disk holds, read back
+    with ``torch.load``'s default ``weights_only=True`` (so it holds only what that accepts)."""
     buffer = io.BytesIO()
     torch.save(opt.state_dict(), buffer)
     buffer.seek(0)
-    return torch.load(buffer, weights_only=False)
+    return torch.load(buffer)
 
 
 def compare_state_dicts(actual: dict, expected: dict, atol: float | None = None, ignore_keys=(),

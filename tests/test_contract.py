@@ -93,6 +93,24 @@ def test_param_groups_from_generators_filters_and_add_param_group_all_train(name
 
 
 @pytest.mark.parametrize("name, backend", ALL)
+def test_group_hyperparameters_apply_to_their_group_only(name, backend):
+    """Two groups with their own lr and weight decay step as two optimizers would."""
+    lr, wd = KWARGS[name]["lr"], KWARGS[name]["weight_decay"]
+    groups = [[P(3, 4), P(4, seed=1)], [P(4, 5, seed=2), P(5, seed=3)]]
+    alone = [[torch.nn.Parameter(p.detach().clone()) for p in g] for g in groups]
+    opt = make(name, backend, [{"params": groups[0]}, {"params": groups[1], "lr": lr / 3, "weight_decay": 3 * wd}])
+    opts = [make(name, backend, alone[0]), make(name, backend, alone[1], lr=lr / 3, weight_decay=3 * wd)]
+    for step in range(3):
+        set_grads(groups[0] + groups[1], seed=step)
+        set_grads(alone[0] + alone[1], seed=step)
+        opt.step()
+        for o in opts:
+            o.step()
+    assert_equal_tensors(values(groups[0]), values(alone[0]), "group 0 param")
+    assert_equal_tensors(values(groups[1]), values(alone[1]), "group 1 param")
+
+
+@pytest.mark.parametrize("name, backend", ALL)
 def test_named_parameters_train_and_name_the_state_dict(name, backend):
     model = tiny()
     before = values(model)
@@ -227,6 +245,8 @@ def test_parameters_and_gradients_stay_the_users_tensors(name, backend):
     opt.zero_grad(set_to_none=False)
     for i, (p, g) in enumerate(zip(params, grads)):
         assert p.grad is g and not g.any(), f"zero_grad(set_to_none=False) did not zero param {i}'s grad in place"
+    opt.zero_grad()
+    assert all(p.grad is None for p in params), "zero_grad() leaves gradients"
 
 
 @pytest.mark.parametrize("name, backend", ALL)
@@ -297,10 +317,13 @@ def test_discarded_optimizers_leave_no_references_hooks_or_slowdown(name, backen
 # ==================================================================================================
 @pytest.mark.parametrize("name, backend", ALL)
 def test_lr_zero_changes_nothing_but_state(name, backend):
-    """What torch.distributed.checkpoint's ``set_state_dict`` does to initialise state."""
+    """Built with lr 0, and every group's lr set to 0 as torch.distributed.checkpoint's ``set_state_dict``
+    does to create the state (Muon's auxiliary groups included)."""
     model = tiny()
     before = values(model)
     opt = make(name, backend, model.parameters(), lr=0.0)
+    for group in opt.param_groups:
+        group["lr"] = 0.0
     train(model, opt, batches(3))
     assert_equal_tensors(values(model), before, "param")
     assert len(opt.state_dict()["state"]) == len(before), "a step at lr 0 still creates every parameter's state"
@@ -807,6 +830,10 @@ def test_grad_scaler_skipping_the_first_step(name, backend):
     scaler.update()
     assert scaler.get_scale() == 2.0 ** 9, "the step was not seen as skipped"
     assert_equal_tensors(values(model), before, "param after the skipped step")
+    for index, entry in opt.state_dict()["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.isfinite(value).all(), f"state[{index}][{key!r}] holds garbage after the skipped step"
     for batch in data[1:]:
         opt.zero_grad()
         scaler.scale(loss_of(model, batch)).backward()
