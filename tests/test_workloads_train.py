@@ -132,3 +132,25 @@ def test_config_errors_name_the_flag(tmp_path, capsys):
     assert train_main(["--resume", str(out), "--precision", "bf16"]) == 2
     assert "drop --precision" in capsys.readouterr().err
     assert (out / "metrics.csv").read_text() == before
+
+
+def test_compare_races_optimizers_on_text_to_a_target_loss(tmp_path, capsys):
+    import csv
+
+    from nesterov.train.cli import compare_main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(3000)))
+    out = tmp_path / "race"
+    rc = compare_main(["--optimizers", "nadamw,torch-adamw", "--seeds", "1", "--dataset", f"text:{corpus}",
+                       "--model", "gpt", "--width", "32", "--depth", "1", "--heads", "2", "--context", "32",
+                       "--batch-size", "8", "--steps", "30", "--eval-every", "10", "--eval-bytes", "2048",
+                       "--target-loss", "2.5", "--threads", "2", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "final test loss" in printed and "reached loss 2.5" in printed
+    with open(out / "compare.csv") as f:
+        table = {r["optimizer"]: r for r in csv.DictReader(f)}
+    assert set(table) == {"nadamw", "torch-adamw"}
+    assert all(0 < float(t["final_loss_mean"]) < 3.0 for t in table.values())
+    assert (out / "compare.png").is_file() and (out / "history.csv").is_file()

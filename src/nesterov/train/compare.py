@@ -19,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..data import Dataset, carve_split, load_dataset
+from ..data import Dataset, carve_split, is_text, load_dataset
 from .config import Config, ConfigError
+from .loop import n_train as _n_train
 from .loop import resolve_device, run
 from .optimizers import OPTIMIZERS, OptimizerError, available, resolve_hparams
 
@@ -38,8 +39,18 @@ def _mean_sd(xs):
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
+def _text(data) -> bool:
+    return getattr(data, "kind", "classify") == "text"
+
+
 def validation_split(data: Dataset) -> Dataset:
-    """Train on 80 % of the training set, evaluate on the other 20 % (reported as 'test' by the loop)."""
+    """Train on 80 % of the training set, evaluate on the other 20 % (reported as 'test' by the loop).
+
+    Text: the last 20 % of the training bytes."""
+    if _text(data):
+        cut = int(len(data.train) * (1 - VALIDATION_FRACTION))
+        return dataclasses.replace(data, train=data.train[:cut], val=data.train[cut:],
+                                   notes=[f"validation split: the last {len(data.train) - cut} training bytes"])
     x, y, xv, yv = carve_split(data.x, data.y, VALIDATION_FRACTION)
     return dataclasses.replace(data, x=x, y=y, x_test=xv, y_test=yv,
                                notes=[f"validation split: {len(yv)} of {len(yv) + len(y)} training examples"])
@@ -61,12 +72,16 @@ def sweep_lrs(names, base: Config, data: Dataset, log) -> tuple[dict, list[dict]
             acc = s["test_accuracy"] if s["status"] == "completed" else None
             rows.append({"optimizer": name, "lr": lr, "val_accuracy": acc, "val_loss": s.get("test_loss"),
                          "status": s["status"]})
-            log(f"  sweep {name:12s} lr {lr:<8g} validation accuracy "
-                + (f"{100 * acc:.2f} %" if acc is not None else s["status"]))
+            log(f"  sweep {name:12s} lr {lr:<8g} validation "
+                + ((f"loss {s['test_loss']:.4f}" if _text(data) else f"accuracy {100 * acc:.2f} %")
+                   if acc is not None else s["status"]))
         ok = [r for r in rows if r["optimizer"] == name and r["val_accuracy"] is not None]
         if not ok:
             raise RuntimeError(f"sweep: every lr diverged for {name!r}")
-        best[name] = max(ok, key=lambda r: (r["val_accuracy"], -r["val_loss"]))["lr"]
+        if _text(data):  # language models: by validation loss
+            best[name] = min(ok, key=lambda r: r["val_loss"])["lr"]
+        else:
+            best[name] = max(ok, key=lambda r: (r["val_accuracy"], -r["val_loss"]))["lr"]
         log(f"  sweep {name:12s} -> lr {best[name]:g}")
     return best, rows
 
@@ -81,8 +96,8 @@ def compare(names, base: Config, seeds: int, *, sweep: bool = False, lrs: dict |
     lrs = dict(lrs or {})
     device = resolve_device(base.device)
     data = load_dataset(base.dataset, device)
-    n_train = len(data.y)
-    resolved = base.resolved(n_train)
+    resolved = base.resolved(_n_train(data, base))
+    text = _text(data)
     log(f"data   {data.describe()} (prepared in {data.seconds:.2f} s)")
     sweep_rows = []
     if sweep:
@@ -103,12 +118,15 @@ def compare(names, base: Config, seeds: int, *, sweep: bool = False, lrs: dict |
                 raise KeyboardInterrupt
             s = res.summary
             runs.append({k: s.get(k) for k in ("optimizer", "lr", "seed", "status", "steps", "seconds",
-                                                "test_accuracy", "best_test_accuracy", "steps_to_target",
-                                                "seconds_to_target")})
+                                                "test_accuracy", "best_test_accuracy", "test_loss",
+                                                "best_test_loss", "steps_to_target", "seconds_to_target")})
             curves[name].append(res.history)
+            done = s["status"] == "completed"
             log(f"  seed {seed} {name:12s} lr {lrs[name]:<8g} "
-                + (f"best {100 * s['best_test_accuracy']:.2f} %  final {100 * s['test_accuracy']:.2f} %  "
-                   f"{s['seconds']:.1f} s" if s["status"] == "completed" else s["status"])
+                + (f"validation loss {s['test_loss']:.4f} (best {s['best_test_loss']:.4f})  {s['seconds']:.1f} s"
+                   if done and text else
+                   f"best {100 * s['best_test_accuracy']:.2f} %  final {100 * s['test_accuracy']:.2f} %  "
+                   f"{s['seconds']:.1f} s" if done else s["status"])
                 + (f"  target at {s['seconds_to_target']:.1f} s" if s.get("seconds_to_target") is not None else ""))
 
     table = []
@@ -120,7 +138,9 @@ def compare(names, base: Config, seeds: int, *, sweep: bool = False, lrs: dict |
         st_m, _ = _mean_sd([r["steps_to_target"] for r in reached])
         sec_m, sec_sd = _mean_sd([r["seconds_to_target"] for r in reached])
         tot_m, _ = _mean_sd([r["seconds"] for r in rs])
+        loss_m, loss_sd = _mean_sd([r["test_loss"] for r in rs])
         table.append({"optimizer": name, "lr": lrs[name], "seeds": len(rs),
+                      "final_loss_mean": loss_m, "final_loss_sd": loss_sd, "target_loss": resolved.target_loss,
                       "best_accuracy_mean": best_m, "best_accuracy_sd": best_sd,
                       "final_accuracy_mean": fin_m, "final_accuracy_sd": fin_sd,
                       "target_accuracy": resolved.target_accuracy, "reached": len(reached),
@@ -156,8 +176,10 @@ def _write(out: Path, result: dict, cfg: Config) -> None:
     curves = {f"{name} (lr {t['lr']:g})": [h for h in result["curves"][name] if h]
               for name, t in zip(result["curves"], result["table"]) if any(result["curves"][name])}
     if curves:
-        plot_compare(curves, out / "compare.png", target=cfg.target_accuracy,
-                     title=f"{cfg.dataset} / {cfg.model}, {cfg.steps} steps of batch {cfg.batch_size}")
+        text = is_text(cfg.dataset)
+        plot_compare(curves, out / "compare.png", target=cfg.target_loss if text else cfg.target_accuracy,
+                     title=f"{cfg.dataset} / {cfg.model}, {cfg.steps} steps of batch {cfg.batch_size}",
+                     key="test_loss" if text else "test_accuracy")
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
 
@@ -166,18 +188,26 @@ def format_table(table: list[dict]) -> str:
         return "-" if m is None else f"{100 * m:.2f} ± {100 * sd:.2f}"
 
     target = table[0]["target_accuracy"] if table else None
-    tgt = f"{100 * target:g} %" if target is not None else "target"
-    head = ["optimizer", "lr", "best test acc. (%)", "final test acc. (%)", f"reached {tgt}",
-            "steps to target", "seconds to target", "seconds (all)"]
+    target_loss = table[0].get("target_loss") if table else None
+    tgt = " and ".join(t for t in (f"{100 * target:g} %" if target is not None else "",
+                                   f"loss {target_loss:g}" if target_loss is not None else "") if t) or "target"
+    losses = any(t.get("final_loss_mean") is not None for t in table)
+    head = ["optimizer", "lr", "best test acc. (%)", "final test acc. (%)"] + (["final test loss"] if losses else [])
+    head += [f"reached {tgt}", "steps to target", "seconds to target", "seconds (all)"]
     lines = []
     for t in table:
         name = t["optimizer"] + (f" ({t['diverged']} diverged)" if t["diverged"] else "")
-        lines.append([name, f"{t['lr']:g}", pct(t["best_accuracy_mean"], t["best_accuracy_sd"]),
-                      pct(t["final_accuracy_mean"], t["final_accuracy_sd"]), f"{t['reached']}/{t['seeds']}",
-                      "-" if t["steps_to_target_mean"] is None else f"{t['steps_to_target_mean']:.0f}",
-                      "-" if t["seconds_to_target_mean"] is None else
-                      f"{t['seconds_to_target_mean']:.2f} ± {t['seconds_to_target_sd']:.2f}",
-                      "-" if t["seconds_mean"] is None else f"{t['seconds_mean']:.2f}"])
+        row = [name, f"{t['lr']:g}", pct(t["best_accuracy_mean"], t["best_accuracy_sd"]),
+               pct(t["final_accuracy_mean"], t["final_accuracy_sd"])]
+        if losses:
+            row.append("-" if t.get("final_loss_mean") is None else
+                       f"{t['final_loss_mean']:.4f} ± {t['final_loss_sd']:.4f}")
+        row += [f"{t['reached']}/{t['seeds']}",
+                "-" if t["steps_to_target_mean"] is None else f"{t['steps_to_target_mean']:.0f}",
+                "-" if t["seconds_to_target_mean"] is None else
+                f"{t['seconds_to_target_mean']:.2f} ± {t['seconds_to_target_sd']:.2f}",
+                "-" if t["seconds_mean"] is None else f"{t['seconds_mean']:.2f}"]
+        lines.append(row)
     widths = [max(len(str(r[i])) for r in [head] + lines) for i in range(len(head))]
     fmt = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     return "\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in lines])

@@ -105,6 +105,13 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, inputs=None, autocast=None
     return loss / count, correct / count
 
 
+def n_train(data, cfg: Config) -> int:
+    """Training examples: images/rows, or context windows in the training bytes of a text dataset."""
+    if getattr(data, "kind", "classify") == "text":
+        return max(1, (len(data.train) - 1) // (cfg.context or 128))
+    return len(data.y)
+
+
 def _big(cfg: Config) -> bool:
     """Models that gain from intra-op threads (the default stays torch's there)."""
     return cfg.model in ("resnet18", "airbench", "gpt")
@@ -284,8 +291,7 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
     else:
         data = data.to(device)
     text = getattr(data, "kind", "classify") == "text"
-    n_train = max(1, (len(data.train) - 1) // (cfg.context or 128)) if text else len(data.y)
-    cfg = cfg.resolved(n_train)
+    cfg = cfg.resolved(n_train(data, cfg))
     if cfg.batch_size < dist.world * cfg.grad_accum:
         raise ValueError(f"batch_size: {cfg.batch_size} is smaller than processes x grad_accum "
                          f"({dist.world} x {cfg.grad_accum}); every micro-batch needs at least one example")

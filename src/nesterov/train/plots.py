@@ -49,39 +49,47 @@ def plot_curves(rows: list[dict], path, title: str = "", target: float | None = 
     plt.close(fig)
 
 
-def plot_compare(curves: dict[str, list[list[dict]]], path, title: str = "", target: float | None = None) -> None:
-    """Test accuracy vs training seconds (left) and vs steps (right): one line per optimizer (mean over
-    seeds), a band from the worst to the best seed.
+def plot_compare(curves: dict[str, list[list[dict]]], path, title: str = "", target: float | None = None,
+                 key: str = "test_accuracy") -> None:
+    """Test accuracy (or ``key="test_loss"``: test/validation loss) vs training seconds (left) and vs steps
+    (right): one line per optimizer (mean over seeds), a band from the worst to the best seed.
 
-    ``curves[label]`` is a list (one per seed) of metric rows with ``seconds``, ``step``, ``test_accuracy``.
+    ``curves[label]`` is a list (one per seed) of metric rows with ``seconds``, ``step`` and ``key``.
     """
     plt = _pyplot()
+    acc = key == "test_accuracy"
+    scale = 100.0 if acc else 1.0
     fig, axes = plt.subplots(1, 2, figsize=(13, 6), layout="constrained")
-    lo_all = 100.0
+    lo_all, hi_all = 100.0, 0.0
     for i, (label, runs) in enumerate(curves.items()):
         color = f"C{i % 10}"
-        for ax, key in ((axes[0], "seconds"), (axes[1], "step")):
-            t_max = max(run[-1][key] for run in runs)  # a finished seed holds its final accuracy
+        for ax, xkey in ((axes[0], "seconds"), (axes[1], "step")):
+            t_max = max(run[-1][xkey] for run in runs)  # a finished seed holds its final value
             grid = np.linspace(0, t_max, 200)
             ys = []
-            for run in runs:  # accuracy known so far at each grid point (a step function; 0 before the 1st eval)
-                xs = np.array([row[key] for row in run])
-                acc = np.array([100 * row["test_accuracy"] for row in run])
+            for run in runs:  # the value known so far at each grid point (a step function; NaN before the 1st eval)
+                xs = np.array([row[xkey] for row in run])
+                val = np.array([scale * row[key] for row in run])
                 k = np.searchsorted(xs, grid, side="right") - 1
-                ys.append(np.where(k >= 0, acc[np.clip(k, 0, None)], np.nan))
+                ys.append(np.where(k >= 0, val[np.clip(k, 0, None)], np.nan))
             ys = np.array(ys)  # NaN until every seed has been evaluated once: lines start there
             mean, lo, hi = ys.mean(0), ys.min(0), ys.max(0)
             ax.plot(grid, mean, color=color, lw=2, label=f"{label} ({len(runs)} seed{'s' * (len(runs) > 1)})")
             if len(runs) > 1:
                 ax.fill_between(grid, lo, hi, color=color, alpha=0.2, lw=0)
-            finals = [100 * r[-1]["test_accuracy"] for r in runs]
-            lo_all = min(lo_all, float(np.min(finals)))
+            finals = [scale * r[-1][key] for r in runs]
+            lo_all, hi_all = min(lo_all, float(np.min(finals))), max(hi_all, float(np.max(finals)))
     for ax, xlabel in ((axes[0], "training wall time (s)"), (axes[1], "step")):
         if target is not None:
-            ax.axhline(100 * target, color="gray", ls="--", lw=1, label=f"target {100 * target:g} %")
-        ax.set_ylim(max(0.0, min(lo_all, 100 * (target or 1)) - 10), 100.2)
+            ax.axhline(scale * target, color="gray", ls="--", lw=1,
+                       label=f"target {scale * target:g}{' %' if acc else ''}")
+        if acc:
+            ax.set_ylim(max(0.0, min(lo_all, 100 * (target or 1)) - 10), 100.2)
+            ax.set_ylabel("test accuracy (%)")
+        else:
+            ax.set_ylim(0.9 * min(lo_all, target or lo_all), 1.6 * hi_all)
+            ax.set_ylabel("test / validation loss (nats)")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(5, len(labels)), frameon=False)
