@@ -52,10 +52,26 @@ class Batch:
     states: list[list[torch.Tensor]]  # one list per name in ``rule.states``
     matrix: list[bool]  # per tensor: more than one dimension (per-tensor rules read it)
     seeds: list[int] | None  # per tensor: the stochastic-rounding seed, when a state is narrower than its param
+    aligned: list[bool]  # per tensor: dense, its gradient and states laid out like it (fused kernels need it)
+    compilable: list[bool]  # per tensor: what the compiled kernel takes (dense, two or more elements)
 
     @property
     def numel(self) -> int:
         return sum(p.numel() for p in self.params)
+
+    def split(self, mask: list[bool]) -> tuple["Batch", "Batch"]:
+        """(the tensors where ``mask`` is true, the others)."""
+        if all(mask):
+            return self, Batch([], [], [[] for _ in self.states], [], None, [], [])
+        parts = ([i for i, m in enumerate(mask) if m], [i for i, m in enumerate(mask) if not m])
+
+        def pick(ix):
+            return Batch([self.params[i] for i in ix], [self.grads[i] for i in ix],
+                         [[s[i] for i in ix] for s in self.states], [self.matrix[i] for i in ix],
+                         None if self.seeds is None else [self.seeds[i] for i in ix],
+                         [self.aligned[i] for i in ix], [self.compilable[i] for i in ix])
+
+        return pick(parts[0]), pick(parts[1])
 
 
 def apply_one(rule: Rule, p, g, states, hypers, derived, flags, seed, matrix) -> None:
@@ -111,11 +127,6 @@ def dense(t: torch.Tensor) -> bool:
             return False
         expected *= size
     return True
-
-
-def same_layout(p: torch.Tensor, g: torch.Tensor, states: list[torch.Tensor]) -> bool:
-    """Whether ``p`` is dense and its gradient and states have its strides (what fused kernels assume)."""
-    return dense(p) and g.stride() == p.stride() and all(s.stride() == p.stride() for s in states)
 
 
 class Compiled:

@@ -9,6 +9,8 @@ layout; nothing is re-pointed and no hook is registered.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.distributed.tensor import DTensor
 
@@ -37,6 +39,46 @@ def local(t: torch.Tensor) -> torch.Tensor:
     if isinstance(t, DTensor):
         t = t.to_local()
     return torch.view_as_real(t) if t.is_complex() else t
+
+
+def storage_ptr(p: torch.Tensor) -> int:
+    """Where ``p``'s data lives (a DTensor's local shard's): changes when ``p.data`` is replaced."""
+    return p.to_local().data_ptr() if isinstance(p, DTensor) else p.data_ptr()
+
+
+@dataclass
+class _Bucket:
+    """Parameters of one group that step together (same device, dtype and step count), with what a step
+    reads from them prepared once: the tensors the kernels write and the running counters."""
+
+    members: list[torch.Tensor]
+    states: list[dict]
+    keep: list[int]  # the members with elements
+    params: list[torch.Tensor]  # local(p) of those
+    state_lists: list[list[torch.Tensor]]  # per state name
+    matrix: list[bool]
+    strides: list[tuple]  # of params: a gradient with other strides is read through a copy (compile) or foreach
+    compilable: list[bool]  # dense, two or more elements: the compiled kernel's (its length is then a symbol)
+    steps: list[torch.Tensor]  # the 0-d step counters, when there are any
+    salts: list[int] | None  # each member's stochastic-rounding stream, when its state is narrower
+    plain: bool  # no DTensor, no complex: the gradient is the tensor the kernel reads
+    gathered: bool  # a per-tensor rule on DTensor shards: stepped whole on every rank
+
+    @classmethod
+    def of(cls, rule: Rule, members, states, salts: dict, seeded: bool) -> "_Bucket":
+        keep = [i for i, p in enumerate(members) if p.numel() > 0]
+        return cls(
+            members=members, states=states, keep=keep,
+            params=[local(members[i]) for i in keep],
+            state_lists=[[local(states[i][name]) for i in keep] for name in rule.states],
+            matrix=[members[i].dim() > 1 for i in keep],
+            strides=[local(members[i]).stride() if K.dense(local(members[i])) else None for i in keep],
+            compilable=[members[i].numel() >= 2 and K.dense(local(members[i])) for i in keep],
+            steps=[s["step"] for s in states] if "step" in states[0] else [],
+            salts=[salts[id(p)] for p in members] if seeded else None,
+            plain=not any(isinstance(p, DTensor) or p.is_complex() for p in members),
+            gathered=rule.per_tensor and isinstance(members[0], DTensor),
+        )
 
 
 class RuleOptimizer(torch.optim.Optimizer):
@@ -89,6 +131,7 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def _reset_caches(self) -> None:
         self._tensor_cache: dict = {}  # (group, device, dtype, kind) -> (values, 0-d tensors) for compiled kernels
+        self._plans: dict[int, tuple] = {}  # group index -> (signature, buckets): see step_group
         self._salts: dict[int, int] | None = None  # id(param) -> its position: the rounding stream of each
         self.backends_seen: set[str] = set()  # which kernels have stepped (``nesterov bench`` reports it)
 
@@ -102,7 +145,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         except BaseException:
             self.param_groups.pop()
             raise
-        self._salts = None
+        self._salts, self._plans = None, {}
 
     def check_group(self, group: dict, where: str) -> None:
         """Everything a new group can be refused for: hyperparameters, tensor kinds, backend support."""
@@ -189,16 +232,33 @@ class RuleOptimizer(torch.optim.Optimizer):
                 self.step_group(index, group, params)
 
     def step_group(self, index: int, group: dict, params: list[torch.Tensor]) -> None:
-        """Step the parameters of one group that have a gradient."""
+        """Step the parameters of one group that have a gradient.
+
+        What does not change from step to step — which parameters step together (same device, dtype and
+        step count), their state tensors and layouts — is planned once and reused while the same
+        parameters have gradients, their storage stays where it was and the state is not replaced (a
+        load_state_dict, a model cast); only the gradients are read afresh each step.
+        """
         rule = self.rule_for(group)
         hypers, flags = rule.hypers_of(group), rule.flags_of(group)
+        signature = (id(self.state), tuple(map(id, params)), tuple(map(storage_ptr, params)))
+        plan = self._plans.get(index)
+        if plan is None or plan[0] != signature:
+            plan = self._plans[index] = (signature, self._plan(index, rule, params))
+        for bucket in plan[1]:
+            self._step_bucket(index, rule, hypers, flags, bucket)
+
+    def _plan(self, index: int, rule: Rule, params: list[torch.Tensor]) -> list[_Bucket]:
         buckets: dict = {}
         for p in params:
             state = self.state[p]
             self._fit_state(rule, p, state)
-            buckets.setdefault((p.device, p.dtype, self._step_key(rule, state)), []).append(p)
-        for members in buckets.values():
-            self._step_bucket(index, rule, hypers, flags, members)
+            key = (p.device, p.dtype, isinstance(p, DTensor), self._step_key(rule, state))
+            buckets.setdefault(key, []).append(p)
+        salts = self._salt_map()
+        return [_Bucket.of(rule, members, [self.state[p] for p in members], salts,
+                           seeded=self.state_dtype is not None and self.state_dtype != members[0].dtype)
+                for members in buckets.values()]
 
     def _fit_state(self, rule: Rule, p: torch.Tensor, state: dict) -> None:
         """Create what is missing in ``state[p]`` and bring loaded or stale tensors to the parameter's device,
@@ -215,8 +275,14 @@ class RuleOptimizer(torch.optim.Optimizer):
             if not isinstance(step, torch.Tensor):
                 state["step"] = torch.tensor(float(step or 0), dtype=scalar_dtype())
         for name, value in (rule.init_scalars() if rule.scalars else {}).items():
-            if not isinstance(state.get(name), torch.Tensor):
-                state[name] = value if name not in state else torch.tensor(float(state[name]), dtype=value.dtype)
+            old = state.get(name)
+            if old is None:
+                state[name] = value
+            elif not isinstance(old, torch.Tensor) or old.dtype != value.dtype:
+                # A float from an old checkpoint, or a tensor that torch's load_state_dict cast to the
+                # parameter's dtype: back to the dtype the running product is kept in (losslessly: it was
+                # saved from that dtype), so that a resumed run continues bit for bit.
+                state[name] = torch.as_tensor(old).to(value.dtype).clone()
 
     @staticmethod
     def _step_key(rule: Rule, state: dict):
@@ -225,33 +291,29 @@ class RuleOptimizer(torch.optim.Optimizer):
             return None
         return (float(state["step"]), *(float(state[name]) for name in rule.scalars))
 
-    def _step_bucket(self, index: int, rule: Rule, hypers: dict, flags: dict, members: list[torch.Tensor]) -> None:
-        states = [self.state[p] for p in members]
+    def _step_bucket(self, index: int, rule: Rule, hypers: dict, flags: dict, bucket: _Bucket) -> None:
         derived = {}
-        if "step" in states[0]:
-            steps = [s["step"] for s in states]
+        if bucket.steps:
             if rule.uses_step:
-                t = float(steps[0]) + 1
+                first = bucket.states[0]
+                t = float(first["step"]) + 1
                 if rule.advance is not None:
-                    new, derived = rule.advance(t, {n: states[0][n] for n in rule.scalars}, **hypers)
+                    new, derived = rule.advance(t, {n: first[n] for n in rule.scalars}, **hypers)
                     for name, value in new.items():
-                        torch._foreach_copy_([s[name] for s in states], [value] * len(states))
-            torch._foreach_add_(steps, 1.0)
+                        torch._foreach_copy_([s[name] for s in bucket.states], [value] * len(bucket.states))
+            torch._foreach_add_(bucket.steps, 1.0)
         seeds = None
-        if self.state_dtype is not None and self.state_dtype != members[0].dtype:
-            salts = self._salt_map()
-            seeds = [mix_seed(int(s["step"]), salts[id(p)]) for p, s in zip(members, states)]
-        if rule.per_tensor and isinstance(members[0], DTensor):
-            self._step_gathered(rule, members, states, hypers, derived, flags, seeds)
+        if bucket.salts is not None:
+            seeds = [mix_seed(int(step), salt) for step, salt in zip(bucket.steps, bucket.salts)]
+        if bucket.gathered:
+            self._step_gathered(rule, bucket.members, bucket.states, hypers, derived, flags, seeds)
             return
-        keep = [i for i, p in enumerate(members) if p.numel() > 0]
-        batch = K.Batch(
-            params=[local(members[i]) for i in keep],
-            grads=[local(members[i].grad) for i in keep],
-            states=[[local(states[i][name]) for i in keep] for name in rule.states],
-            matrix=[members[i].dim() > 1 for i in keep],
-            seeds=None if seeds is None else [seeds[i] for i in keep],
-        )
+        grads = [bucket.members[i].grad for i in bucket.keep]
+        if not bucket.plain:
+            grads = [local(g) for g in grads]
+        aligned = [st is not None and g.stride() == st for g, st in zip(grads, bucket.strides)]
+        batch = K.Batch(bucket.params, grads, bucket.state_lists, bucket.matrix,
+                        None if seeds is None else [seeds[i] for i in bucket.keep], aligned, bucket.compilable)
         if batch.params:
             self._run(index, rule, batch, hypers, derived, flags)
 
@@ -259,7 +321,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         backend = self._backend_now(rule, batch, hypers, derived, flags)
         self.backends_seen.add(backend)
         if backend == "torch":
-            fused, rest = self._split(batch, K.same_layout)  # torch's fused kernels assume one layout per tensor
+            fused, rest = batch.split(batch.aligned)  # torch's fused kernels assume one layout per tensor
             if fused.params:
                 K.run_torch(rule, fused, hypers, derived, flags)
             if rest.params:
@@ -302,24 +364,15 @@ class RuleOptimizer(torch.optim.Optimizer):
                     rule, compiled, {k: zeros[k] for k in hypers}, {k: zeros[k] for k in derived}, flags))
         return "foreach"
 
-    def _compilable(self, batch: K.Batch) -> tuple[K.Batch, K.Batch]:
-        """Split ``batch`` into what the compiled kernel takes (dense tensors of two or more elements, whose
-        length is then a symbol, never a constant) and what runs eagerly, one tensor at a time. A gradient
-        laid out unlike its parameter is read through a copy in the parameter's layout."""
-        take, rest = self._split(batch, lambda p, g, states: p.numel() >= 2 and K.dense(p))
-        take.grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
-                      for g, p in zip(take.grads, take.params)]
-        return take, rest
-
     @staticmethod
-    def _split(batch: K.Batch, keep) -> tuple[K.Batch, K.Batch]:
-        """``batch`` as (the tensors ``keep(p, g, states)`` accepts, the others)."""
-        parts = ([], [])
-        for i, (p, g) in enumerate(zip(batch.params, batch.grads)):
-            parts[0 if keep(p, g, [s[i] for s in batch.states]) else 1].append(i)
-        return tuple(K.Batch([batch.params[i] for i in ix], [batch.grads[i] for i in ix],
-                             [[s[i] for i in ix] for s in batch.states], [batch.matrix[i] for i in ix],
-                             None if batch.seeds is None else [batch.seeds[i] for i in ix]) for ix in parts)
+    def _compilable(batch: K.Batch) -> tuple[K.Batch, K.Batch]:
+        """Split ``batch`` into what the compiled kernel takes and what runs eagerly, one tensor at a time.
+        A gradient laid out unlike its parameter is read through a copy in the parameter's layout."""
+        take, rest = batch.split(batch.compilable)
+        if not all(take.aligned):
+            take.grads = [g if ok else torch.empty_like(p).copy_(g)
+                          for g, p, ok in zip(take.grads, take.params, take.aligned)]
+        return take, rest
 
     @staticmethod
     def _hyper_dtype(p: torch.Tensor) -> torch.dtype:
