@@ -1,7 +1,7 @@
-"""nesterov: Nesterov-accelerated optimizers on a fused flat-buffer engine, a training CLI, and an
+"""nesterov: Nesterov-accelerated drop-in optimizers on a multi-tensor engine, a training CLI, and an
 accelerated convex solver, for PyTorch.
 
-Public names are imported lazily so that ``import nesterov`` stays cheap (no torch.compile, no triton).
+Public names are imported lazily so that ``import nesterov`` stays cheap (no torch.compile machinery).
 """
 
 from importlib import import_module
