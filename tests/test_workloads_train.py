@@ -154,3 +154,19 @@ def test_compare_races_optimizers_on_text_to_a_target_loss(tmp_path, capsys):
     assert set(table) == {"nadamw", "torch-adamw"}
     assert all(0 < float(t["final_loss_mean"]) < 3.0 for t in table.values())
     assert (out / "compare.png").is_file() and (out / "history.csv").is_file()
+
+
+def test_gpu_recipe_script_runs_on_cpu_with_a_tiny_budget(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cifar10_race.py"
+    data = write_digits_cifar(tmp_path / "cifar")
+    p = subprocess.run([sys.executable, str(script), "--data", str(data), "--device", "cpu", "--seeds", "1",
+                        "--epochs", "0.5", "--batch-size", "64", "--width", "8", "--target", "0.2",
+                        "--out", str(tmp_path / "race")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "| nag " in p.stdout and "| torch-sgd " in p.stdout
+    assert "ratio nag / torch SGD" in p.stdout, p.stdout
+    assert (tmp_path / "race" / "compare.csv").is_file()
