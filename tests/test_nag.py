@@ -482,7 +482,8 @@ def test_wrong_state_dict_is_rejected_and_nothing_changes(break_it):
 # -- backend choice ----------------------------------------------------------------------------------
 def test_auto_uses_torch_fused_sgd_where_exact_and_compiles_elsewhere_in_the_background(monkeypatch):
     """fp32 parameters: torch's fused SGD kernel from the first step (nothing to compile). bf16 state:
-    foreach at once while the compiled kernel is built in the background, then the kernel; never eager."""
+    foreach at once, the compiled kernel built in the background after a few steps, then the kernel;
+    never eager."""
     params = make_params([(300,), (20, 10)], dtype=torch.float32)
     opt = NAG(params, lr=0.1)
     set_grads([params], torch.Generator().manual_seed(0))
@@ -500,9 +501,12 @@ def test_auto_uses_torch_fused_sgd_where_exact_and_compiles_elsewhere_in_the_bac
     gen = torch.Generator().manual_seed(0)
     set_grads([params, ref_params], gen)
     monkeypatch.setattr(K, "run_eager", lambda *a: pytest.fail("auto must never step on the eager path"))
-    ours.step()  # runs on foreach at once; the compile starts in the background
-    monkeypatch.undo()
+    ours.step()  # runs on foreach at once
     ref.step()
+    for _ in range(K.AUTO_COMPILE_AFTER_STEPS):  # a few foreach steps, then the compile starts in the background
+        set_grads([params, ref_params], gen)
+        ours.step(), ref.step()
+    monkeypatch.undo()
     key = next(k for k in K.COMPILED.ready if k[0] == "nag" and "bfloat16" in k)
     assert K.COMPILED.ready[key].wait(timeout=300), "background compile did not finish"
     from torch._dynamo.utils import counters

@@ -41,6 +41,11 @@ CHUNK = int(os.environ.get("NESTEROV_COMPILE_CHUNK", 16))
 # of tens of µs, more than the few foreach kernels it would replace on small tensors.
 AUTO_COMPILE_MIN_NUMEL = int(os.environ.get("NESTEROV_AUTO_COMPILE_MIN_NUMEL", 1 << 18))
 
+# ``auto`` starts a background compile once a group has taken this many foreach steps: a script that steps
+# a few times and ends never starts one (the interpreter waits for a running compile at exit, since
+# killing it mid-way can abort the process).
+AUTO_COMPILE_AFTER_STEPS = int(os.environ.get("NESTEROV_AUTO_COMPILE_AFTER_STEPS", 10))
+
 # A value that several outputs use is recomputed in the one pass rather than written to a fresh buffer.
 INDUCTOR_OPTIONS = {"realize_reads_threshold": 16}
 
@@ -133,7 +138,7 @@ class Compiled:
     """Process-wide cache of compiled :func:`multi_apply` kernels, one per signature.
 
     Each signature gets its own code object, so dynamo's per-function recompile limit never mixes
-    signatures. ``auto`` compiles in a daemon thread while foreach keeps stepping.
+    signatures. ``auto`` compiles in a background thread while foreach keeps stepping.
     """
 
     def __init__(self):
@@ -158,10 +163,11 @@ class Compiled:
             self.get(key)(*args)
 
     def warm_in_background(self, key: tuple, example: tuple) -> None:
-        """Compile ``key`` in a daemon thread by calling it once on throw-away tensors (``example``).
+        """Compile ``key`` in a background thread by calling it once on throw-away tensors (``example``).
 
-        Inductor compiles in-process there (``compile_threads=1``): a pool of compile workers would make
-        the interpreter wait for them at exit, which a short run must not pay.
+        The thread is not a daemon: the interpreter waits for it at exit, since a compile cut off by the
+        interpreter's shutdown can abort the process ("terminate called without an active exception").
+        Inductor compiles in-process there (``compile_threads=1``), not in a pool of workers.
         """
         with self.lock:
             if key in self.ready:
@@ -179,7 +185,7 @@ class Compiled:
             finally:
                 self.ready[key].set()
 
-        threading.Thread(target=work, name="nesterov-compile", daemon=True).start()
+        threading.Thread(target=work, name="nesterov-compile", daemon=False).start()
 
     def is_ready(self, key: tuple) -> bool:
         event = self.ready.get(key)

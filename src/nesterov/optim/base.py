@@ -134,6 +134,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._plans: dict[int, tuple] = {}  # group index -> (signature, buckets): see step_group
         self._salts: dict[int, int] | None = None  # id(param) -> its position: the rounding stream of each
         self.backends_seen: set[str] = set()  # which kernels have stepped (``nesterov bench`` reports it)
+        self._foreach_steps: dict[tuple, int] = {}  # compile key -> steps taken on foreach before compiling
 
     # -- param groups --------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
@@ -355,6 +356,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         if key in K.COMPILED.errors:
             K.warn_once(f"nesterov: torch.compile failed for {key} ({K.COMPILED.errors[key]!r}); stepping with "
                         f"the foreach backend")
+        elif self._foreach_steps.setdefault(key, 0) < K.AUTO_COMPILE_AFTER_STEPS:
+            self._foreach_steps[key] += 1
         else:
             compiled, _ = self._compilable(batch)
             if compiled.params:
