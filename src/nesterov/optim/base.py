@@ -9,14 +9,12 @@ layout; nothing is re-pointed and no hook is registered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch.distributed.tensor import DTensor
 
 from nesterov.engine import compat
 from nesterov.engine import kernels as K
-from nesterov.engine.matrices import shard_like
+from nesterov.engine.dispatch import Bucket, Dispatcher, local, step_gathered, storage_ptr
 from nesterov.engine.precision import mix_seed
 from nesterov.optim.validate import dtype_names
 from nesterov.rules.base import Rule
@@ -32,53 +30,6 @@ OPTIONAL_KEYS = ("maximize", "foreach", "differentiable", "fused", "capturable",
 def scalar_dtype() -> torch.dtype:
     """The dtype torch.optim gives its 0-d ``step`` tensors."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-
-
-def local(t: torch.Tensor) -> torch.Tensor:
-    """The tensor a kernel writes: a DTensor's local shard, a complex tensor's real view, else ``t``."""
-    if isinstance(t, DTensor):
-        t = t.to_local()
-    return torch.view_as_real(t) if t.is_complex() else t
-
-
-def storage_ptr(p: torch.Tensor) -> int:
-    """Where ``p``'s data lives (a DTensor's local shard's): changes when ``p.data`` is replaced."""
-    return p.to_local().data_ptr() if isinstance(p, DTensor) else p.data_ptr()
-
-
-@dataclass
-class _Bucket:
-    """Parameters of one group that step together (same device, dtype and step count), with what a step
-    reads from them prepared once: the tensors the kernels write and the running counters."""
-
-    members: list[torch.Tensor]
-    states: list[dict]
-    keep: list[int]  # the members with elements
-    params: list[torch.Tensor]  # local(p) of those
-    state_lists: list[list[torch.Tensor]]  # per state name
-    matrix: list[bool]
-    strides: list[tuple]  # of params: a gradient with other strides is read through a copy (compile) or foreach
-    compilable: list[bool]  # dense, two or more elements: the compiled kernel's (its length is then a symbol)
-    steps: list[torch.Tensor]  # the 0-d step counters, when there are any
-    salts: list[int] | None  # each member's stochastic-rounding stream, when its state is narrower
-    plain: bool  # no DTensor, no complex: the gradient is the tensor the kernel reads
-    gathered: bool  # a per-tensor rule on DTensor shards: stepped whole on every rank
-
-    @classmethod
-    def of(cls, rule: Rule, members, states, salts: dict, seeded: bool) -> "_Bucket":
-        keep = [i for i, p in enumerate(members) if p.numel() > 0]
-        return cls(
-            members=members, states=states, keep=keep,
-            params=[local(members[i]) for i in keep],
-            state_lists=[[local(states[i][name]) for i in keep] for name in rule.states],
-            matrix=[members[i].dim() > 1 for i in keep],
-            strides=[local(members[i]).stride() if K.dense(local(members[i])) else None for i in keep],
-            compilable=[members[i].numel() >= 2 and K.dense(local(members[i])) for i in keep],
-            steps=[s["step"] for s in states] if "step" in states[0] else [],
-            salts=[salts[id(p)] for p in members] if seeded else None,
-            plain=not any(isinstance(p, DTensor) or p.is_complex() for p in members),
-            gathered=rule.per_tensor and isinstance(members[0], DTensor),
-        )
 
 
 class RuleOptimizer(torch.optim.Optimizer):
@@ -130,11 +81,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._reset_caches()
 
     def _reset_caches(self) -> None:
-        self._tensor_cache: dict = {}  # (group, device, dtype, kind) -> (values, 0-d tensors) for compiled kernels
         self._plans: dict[int, tuple] = {}  # group index -> (signature, buckets): see step_group
+        self._dispatch = Dispatcher(self.backend)
         self._salts: dict[int, int] | None = None  # id(param) -> its position: the rounding stream of each
-        self.backends_seen: set[str] = set()  # which kernels have stepped (``nesterov bench`` reports it)
-        self._foreach_steps: dict[tuple, int] = {}  # compile key -> steps taken on foreach before compiling
 
     # -- param groups --------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
@@ -249,7 +198,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         for bucket in plan[1]:
             self._step_bucket(index, rule, hypers, flags, bucket)
 
-    def _plan(self, index: int, rule: Rule, params: list[torch.Tensor]) -> list[_Bucket]:
+    def _plan(self, index: int, rule: Rule, params: list[torch.Tensor]) -> list[Bucket]:
         buckets: dict = {}
         for p in params:
             state = self.state[p]
@@ -257,7 +206,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             key = (p.device, p.dtype, isinstance(p, DTensor), self._step_key(rule, state))
             buckets.setdefault(key, []).append(p)
         salts = self._salt_map()
-        return [_Bucket.of(rule, members, [self.state[p] for p in members], salts,
+        return [Bucket.of(rule, members, [self.state[p] for p in members], salts,
                            seeded=self.state_dtype is not None and self.state_dtype != members[0].dtype)
                 for members in buckets.values()]
 
@@ -292,7 +241,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             return None
         return (float(state["step"]), *(float(state[name]) for name in rule.scalars))
 
-    def _step_bucket(self, index: int, rule: Rule, hypers: dict, flags: dict, bucket: _Bucket) -> None:
+    def _step_bucket(self, index: int, rule: Rule, hypers: dict, flags: dict, bucket: Bucket) -> None:
         derived = {}
         if bucket.steps:
             if rule.uses_step:
@@ -307,7 +256,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         if bucket.salts is not None:
             seeds = [mix_seed(int(step), salt) for step, salt in zip(bucket.steps, bucket.salts)]
         if bucket.gathered:
-            self._step_gathered(rule, bucket.members, bucket.states, hypers, derived, flags, seeds)
+            step_gathered(rule, bucket.members, bucket.states, hypers, derived, flags, seeds)
             return
         grads = [bucket.members[i].grad for i in bucket.keep]
         if not bucket.plain:
@@ -316,98 +265,15 @@ class RuleOptimizer(torch.optim.Optimizer):
         batch = K.Batch(bucket.params, grads, bucket.state_lists, bucket.matrix,
                         None if seeds is None else [seeds[i] for i in bucket.keep], aligned, bucket.compilable)
         if batch.params:
-            self._run(index, rule, batch, hypers, derived, flags)
+            self._dispatch.run(index, rule, batch, hypers, derived, flags)
 
-    def _run(self, index: int, rule: Rule, batch: K.Batch, hypers: dict, derived: dict, flags: dict) -> None:
-        backend = self._backend_now(rule, batch, hypers, derived, flags)
-        self.backends_seen.add(backend)
-        if backend == "torch":
-            fused, rest = batch.split(batch.aligned)  # torch's fused kernels assume one layout per tensor
-            if fused.params:
-                K.run_torch(rule, fused, hypers, derived, flags)
-            if rest.params:
-                K.run_foreach(rule, rest, hypers, derived, flags)
-        elif backend == "foreach":
-            K.run_foreach(rule, batch, hypers, derived, flags)
-        elif backend == "eager":
-            K.run_eager(rule, batch, hypers, derived, flags)
-        else:
-            compiled, eager = self._compilable(batch)
-            if eager.params:
-                K.run_eager(rule, eager, hypers, derived, flags)
-            if compiled.params:
-                p = compiled.params[0]
-                K.run_compiled(rule, compiled, self._tensors((index, "hypers", p.device, p.dtype), hypers, p),
-                               self._tensors((index, "derived", p.device, p.dtype), derived, p), flags)
-
-    def _backend_now(self, rule: Rule, batch: K.Batch, hypers: dict, derived: dict, flags: dict) -> str:
-        """The backend for this call; ``auto`` steps on foreach while its compiled kernel is being built."""
-        if self.backend != "auto":
-            return self.backend
-        p = batch.params[0]
-        if rule.torch_kernel is not None and batch.seeds is None and batch.states[0][0].dtype == p.dtype \
-                and rule.torch_kernel_supports(p.device, p.dtype):
-            return "torch"
-        if p.device.type == "cpu" and batch.numel < K.AUTO_COMPILE_MIN_NUMEL:
-            return "foreach"
-        key = K.compile_key(rule, batch, flags)
-        if K.COMPILED.is_ready(key):
-            return "compile"
-        if key in K.COMPILED.errors:
-            K.warn_once(f"nesterov: torch.compile failed for {key} ({K.COMPILED.errors[key]!r}); stepping with "
-                        f"the foreach backend")
-        elif self._foreach_steps.setdefault(key, 0) < K.AUTO_COMPILE_AFTER_STEPS:
-            self._foreach_steps[key] += 1
-        else:
-            compiled, _ = self._compilable(batch)
-            if compiled.params:
-                p = compiled.params[0]
-                zeros = {k: torch.zeros((), dtype=self._hyper_dtype(p), device=p.device) for k in (*hypers, *derived)}
-                K.COMPILED.warm_in_background(key, K.warm_example(
-                    rule, compiled, {k: zeros[k] for k in hypers}, {k: zeros[k] for k in derived}, flags))
-        return "foreach"
-
-    @staticmethod
-    def _compilable(batch: K.Batch) -> tuple[K.Batch, K.Batch]:
-        """Split ``batch`` into what the compiled kernel takes and what runs eagerly, one tensor at a time.
-        A gradient laid out unlike its parameter is read through a copy in the parameter's layout."""
-        take, rest = batch.split(batch.compilable)
-        if not all(take.aligned):
-            take.grads = [g if ok else torch.empty_like(p).copy_(g)
-                          for g, p, ok in zip(take.grads, take.params, take.aligned)]
-        return take, rest
-
-    @staticmethod
-    def _hyper_dtype(p: torch.Tensor) -> torch.dtype:
-        return torch.float64 if p.dtype == torch.float64 else torch.float32
-
-    def _tensors(self, key: tuple, values: dict, p: torch.Tensor) -> dict:
-        """``values`` as 0-d tensors on ``p``'s device, refilled only where a value changed (the compiled
-        kernel reads them, so a scheduler never recompiles it)."""
-        cached = self._tensor_cache.get(key)
-        if cached is None or cached[1].keys() != values.keys():
-            cached = self._tensor_cache[key] = ({}, {k: torch.zeros((), dtype=self._hyper_dtype(p), device=p.device)
-                                                     for k in values})
-        seen, tensors = cached
-        for k, v in values.items():
-            if seen.get(k) != v:
-                tensors[k].fill_(v)
-                seen[k] = v
-        return tensors
+    @property
+    def backends_seen(self) -> set[str]:
+        """The backends that have stepped this optimizer (``nesterov bench`` reports ``auto``'s choice)."""
+        return self._dispatch.backends_seen
 
     def _salt_map(self) -> dict[int, int]:
         """Each parameter's position in the optimizer: its own stream of stochastic-rounding bits."""
         if self._salts is None:
             self._salts = {id(p): k for k, p in enumerate(p for g in self.param_groups for p in g["params"])}
         return self._salts
-
-    def _step_gathered(self, rule, members, states, hypers, derived, flags, seeds) -> None:
-        """Per-tensor rules on FSDP2 shards: a trust ratio needs the whole tensor's norms, so each tensor is
-        gathered, stepped whole on every rank, and each rank keeps its shard."""
-        for i, (p, state) in enumerate(zip(members, states)):
-            whole = [t.full_tensor() for t in (p, p.grad, *(state[n] for n in rule.states))]
-            K.apply_one(rule, whole[0], whole[1], whole[2:], hypers, derived, flags,
-                        None if seeds is None else seeds[i], p.dim() > 1)
-            for t, new in zip((p, *(state[n] for n in rule.states)), (whole[0], *whole[2:])):
-                t.to_local().copy_(shard_like(new, t).to_local())
-
