@@ -213,6 +213,8 @@ def test_nadamw_state_is_torch_nadam_layout():
     ref_params = make_params(dtype=torch.float32)
     ref = torch.optim.NAdam(ref_params)
     run(ref, ref_params, grad_sequence(SHAPES, 2, 0, dtype=torch.float32))
+    # the user's param groups hold the user's keys: nothing internal (betas' complements) is written there
+    assert set(opt.param_groups[0]) <= set(ref.param_groups[0])
     for p, q in zip(params, ref_params):
         ours, theirs = opt.state[p], ref.state[q]
         assert set(ours) == set(theirs) == {"step", "mu_product", "exp_avg", "exp_avg_sq"}
