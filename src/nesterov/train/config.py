@@ -29,7 +29,7 @@ DATASET_DEFAULTS = {
     "mnist1d": {"epochs": 5, "target_accuracy": 0.94},  # 0.94: the MNIST-1D paper's CNN
     "digits": {"epochs": 30, "target_accuracy": 0.97},
     "cifar10": {"epochs": 10, "target_accuracy": 0.94},  # airbench94's target
-    "text": {"steps": 600, "batch_size": 32, "label_smoothing": 0.0},  # text:PATH and pysrc
+    "text": {"steps": 400, "batch_size": 32, "label_smoothing": 0.0},  # text:PATH and pysrc
 }
 PRECISIONS = ("fp32", "bf16", "fp16", "fp64")
 DEFAULT_BATCH = 128
