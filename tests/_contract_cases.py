@@ -123,10 +123,12 @@ def compare_state_dicts(actual: dict, expected: dict, atol: float | None = None,
     """Same keys, same param_groups, state tensors equal (bitwise, or within ``atol``); ``top_level=False``
     compares only ``state`` and ``param_groups`` (an optimizer may save more, e.g. a rounding seed)."""
     if top_level:
-        assert set(actual) - set(ignore_keys) == set(expected) - set(ignore_keys), "top-level keys differ"
+        assert set(actual) - set(ignore_keys) == set(expected) - set(ignore_keys), (
+            f"top-level keys {sorted(actual)} vs {sorted(expected)}")
         for key in set(expected) - {"state", "param_groups"} - set(ignore_keys):
             assert _same_value(actual[key], expected[key]), f"state_dict[{key!r}] differs"
-    assert set(actual["state"]) == set(expected["state"]), "state entries differ"
+    assert set(actual["state"]) == set(expected["state"]), (
+        f"state entries {sorted(map(str, actual['state']))} vs {sorted(map(str, expected['state']))}")
     for index, entry in expected["state"].items():
         got = actual["state"][index]
         assert set(got) == set(entry), f"state[{index}] keys {sorted(got)} vs {sorted(entry)}"
@@ -141,11 +143,12 @@ def compare_state_dicts(actual: dict, expected: dict, atol: float | None = None,
             else:
                 assert other == value, f"state[{index}][{key!r}]: {other!r} vs {value!r}"
     assert len(actual["param_groups"]) == len(expected["param_groups"])
-    for got, group in zip(actual["param_groups"], expected["param_groups"]):
-        assert set(got) - set(ignore_keys) == set(group) - set(ignore_keys)
+    for i, (got, group) in enumerate(zip(actual["param_groups"], expected["param_groups"])):
+        extra, missing = set(got) - set(group) - set(ignore_keys), set(group) - set(got) - set(ignore_keys)
+        assert not extra and not missing, f"param_groups[{i}] has extra keys {sorted(extra)}, lacks {sorted(missing)}"
         for key in group:
             if key not in ignore_keys:
-                assert _same_value(got[key], group[key]), f"param_groups[...][{key!r}]: {got[key]!r} vs {group[key]!r}"
+                assert _same_value(got[key], group[key]), f"param_groups[{i}][{key!r}]: {got[key]!r} vs {group[key]!r}"
 
 
 def _same_value(a, b) -> bool:

@@ -945,6 +945,33 @@ def test_two_identical_runs_are_bit_identical(name, backend):
 # torch.compile
 # ==================================================================================================
 @pytest.mark.parametrize("name, backend", ALL)
+def test_many_models_one_after_another_in_one_process(name, backend):
+    """LR finders, k-fold loops, notebooks: models in turn, 2 to 7 tensors each, with tensors of one and of
+    zero elements at different positions, each stepping as the readable rule (backend "eager") does
+    (float64, 1e-12: the order of a fused or compiled evaluation, a few ulps).
+
+    A compiled kernel must serve them all: one that specialises on sizes or counts recompiles for each new
+    model and, in a long process, reaches dynamo's recompile limit (8 per kernel), after which a
+    ``fullgraph`` kernel fails. The limit is set to 1 here, so that such a kernel fails at the second model
+    instead of the ninth (and the test stays short)."""
+    gen = torch.Generator().manual_seed(0)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for k in range(6):
+            n = 2 + k
+            shapes = [(1,) if i == k % n else (0, 3) if i == (3 * k + 1) % n else (i + 2, 3) for i in range(n)]
+            params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=F64)) for s in shapes]
+            ref = [torch.nn.Parameter(p.detach().clone()) for p in params]
+            opt, ref_opt = make(name, backend, params), make(name, "eager", ref)
+            for _ in range(2):
+                for p, r in zip(params, ref):
+                    p.grad = torch.randn(p.shape, generator=gen, dtype=F64)
+                    r.grad = p.grad.clone()
+                opt.step()
+                ref_opt.step()
+            assert_close_tensors(values(params), values(ref), atol=PARITY, what=f"model {k}: param")
+
+
+@pytest.mark.parametrize("name, backend", ALL)
 def test_compiled_training_step_compiles_nothing_per_parameter(name, backend):
     """A torch.compile'd step (zero_grad, forward, backward, step) over 10 parameter tensors, more than
     dynamo's recompile limit of 8: reaching the limit is an error here, and after the third step nothing
