@@ -141,3 +141,26 @@ def test_kill_two_processes_then_resume_on_one(tmp_path):
     assert _max_diff(full, part, "train_loss") <= 1e-10 and _max_diff(full, part, "test_loss") <= 1e-10
     s_full, s_part = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", out))
     assert s_full["test_accuracy"] == s_part["test_accuracy"] and s_full["steps"] == s_part["steps"] == 300
+
+
+def test_a_rank_that_dies_takes_the_run_down(tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.Popen(_cmd(2, *DIGITS, "--steps", "100000", "--eval-every", "50", "--out", str(out)),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((out / "metrics.csv").exists()
+                                               and len((out / "metrics.csv").read_text().splitlines()) > 2):
+            time.sleep(0.05)
+        ranks = [pid for pid in _tree(p.pid)[1:] if b"nesterov" in open(f"/proc/{pid}/cmdline", "rb").read()
+                 and pid != p.pid]
+        assert len(ranks) >= 2, ranks
+        os.kill(ranks[-1], signal.SIGKILL)  # one rank dies
+        t0 = time.time()
+        output, _ = p.communicate(timeout=90)  # no hang: torchrun stops the other rank and fails
+        assert p.returncode != 0 and time.time() - t0 < 90
+        assert "failed" in output.lower() or "error" in output.lower(), output[-2000:]
+    finally:
+        if p.poll() is None:
+            _kill_tree(p)
+    assert (out / "last.pt").is_file()  # the last checkpoint is kept
