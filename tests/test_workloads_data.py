@@ -164,3 +164,20 @@ def test_augment_crops_from_the_padded_image_and_flips():
     is_flip = [torch.equal(f, x[i % 2].flip(2)) for i, f in enumerate(flipped)]
     is_same = [torch.equal(f, x[i % 2]) for i, f in enumerate(flipped)]
     assert all(a != b for a, b in zip(is_flip, is_same)) and 30 < sum(is_flip) < 98
+
+
+def test_a_streamed_folder_names_a_file_that_stops_decoding(tmp_path, pngs, monkeypatch):
+    from nesterov.train import loop
+    from nesterov.train.config import Config
+
+    monkeypatch.setenv("NESTEROV_IMAGE_CACHE_BYTES", "1000")
+    monkeypatch.setenv("NESTEROV_DATA_WORKERS", "1")
+    root = _tree(tmp_path, pngs)
+    ds = load_dataset(f"imagefolder:{root}")
+    assert ds.streamed and not hasattr(ds, "x")
+    assert len(ds.y) == 1437 and len(ds.y_test) == 360 and ds.input_shape == (1, 8, 8)
+    victim = sorted((root / "val" / "7").iterdir())[0]
+    victim.write_bytes(b"broken")  # after the listing: found when the batch is decoded
+    cfg = Config(dataset=f"imagefolder:{root}", model="airbench", width=8, steps=2, eval_every=2, batch_size=16)
+    with pytest.raises(DataError, match=f"^{victim}: cannot decode image"):
+        loop.run(cfg, None, progress=False, data=ds, log=lambda m: None)

@@ -170,3 +170,16 @@ def test_gpu_recipe_script_runs_on_cpu_with_a_tiny_budget(tmp_path):
     assert "| nag " in p.stdout and "| torch-sgd " in p.stdout
     assert "ratio nag / torch SGD" in p.stdout, p.stdout
     assert (tmp_path / "race" / "compare.csv").is_file()
+
+
+def test_a_streamed_image_folder_trains_exactly_like_the_cached_one(pngs, monkeypatch):
+    kw = dict(dataset=f"imagefolder:{pngs}", model="airbench", width=8, steps=12, eval_every=6, batch_size=32,
+              augment="crop-flip", threads=2)
+    cached = loop.run(Config(**kw), None, **QUIET)
+    monkeypatch.setenv("NESTEROV_IMAGE_CACHE_BYTES", "1000")  # everything is "too large": decoded per batch
+    monkeypatch.setenv("NESTEROV_DATA_WORKERS", "2")
+    streamed = loop.run(Config(**kw), None, **QUIET)
+    assert any("streamed" in n for n in streamed.summary["data_notes"])
+    assert [r["train_loss"] for r in streamed.history] == [r["train_loss"] for r in cached.history]
+    for a, b in zip(streamed.history, cached.history):
+        assert a["test_accuracy"] == b["test_accuracy"] and abs(a["test_loss"] - b["test_loss"]) < 1e-6

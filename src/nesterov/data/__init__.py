@@ -290,6 +290,10 @@ def load_dataset(spec: str, device="cpu"):
 
         where = spec[len("imagefolder:"):]
         arrays, classes = load_imagefolder(where)
+        if not isinstance(arrays, dict):  # too large to cache: streamed from the files
+            arrays.to(device)
+            arrays.seconds = time.perf_counter() - t0
+            return arrays
         image = True
     elif spec.startswith(("cifar10:", "cifar100:")):
         from .images import load_cifar

@@ -29,23 +29,25 @@ def _error(msg):
 
 
 # --------------------------------------------------------------------------------------------- augmentation
-def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool, share=None) -> torch.Tensor:
     """Random crop of the ``pad``-padded (reflect) image back to its size, and a random horizontal flip.
 
     ``x`` is ``(B, C, H, W)``; the random draws come from ``gen`` (a CPU generator) for the whole batch, so the
-    crop of example ``i`` does not depend on which process handles it.
+    crop of example ``i`` does not depend on which process handles it.  ``share=(lo, hi, total)``: ``x`` is
+    rows ``lo:hi`` of a global batch of ``total``; the draws are made for ``total`` and rows ``lo:hi`` used.
     """
     b, _, h, w = x.shape
+    lo, hi, total = share if share is not None else (0, b, b)
     if pad:
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+        dy = torch.randint(0, 2 * pad + 1, (total,), generator=gen)[lo:hi].to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (total,), generator=gen)[lo:hi].to(x.device)
         mode = "reflect" if pad < min(h, w) else "replicate"
         xp = torch.nn.functional.pad(x if x.is_floating_point() else x.float(), (pad,) * 4, mode=mode).to(x.dtype)
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
         x = xp[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
     if flip:
-        f = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        f = (torch.rand(total, generator=gen)[lo:hi] < 0.5).to(x.device)
         x = torch.where(f[:, None, None, None], x.flip(3), x)
     return x.contiguous()
 
@@ -56,8 +58,17 @@ def to_float(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype=torch
     return x.sub_(mean.to(x)[:, None, None]).div_(std.to(x)[:, None, None])
 
 
+STATS_SAMPLE = 512  # images the normalisation statistics are taken from (fixed seed)
+
+
+def stats_sample(n: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:STATS_SAMPLE]
+
+
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation of a uint8 image tensor, in [0, 1] units."""
+    """Per-channel mean and standard deviation of a uint8 image tensor, in [0, 1] units, from a fixed sample of
+    :data:`STATS_SAMPLE` images (the same ones a streamed folder decodes for its statistics)."""
+    x = x[stats_sample(len(x)).to(x.device)]
     xf = x.double().div(255.0).transpose(0, 1).reshape(x.shape[1], -1)
     return xf.mean(1).float(), xf.std(1).clamp_min(1e-3).float()
 
@@ -92,6 +103,19 @@ def _decode(path: Path, size: tuple[int, int] | None, mode: str | None) -> np.nd
     except Exception as e:  # noqa: BLE001 - Pillow raises many kinds (OSError, SyntaxError, ValueError...)
         raise _error(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
     return a[:, :, None] if a.ndim == 2 else a
+
+
+def _peek(path: Path, size: int | None) -> tuple[int, int, int]:
+    """(height, width, channels) the first image decodes to, from its header only."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            c = 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3
+    except Exception as e:  # noqa: BLE001
+        raise _error(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+    return (size, size, c) if size else (h, w, c)
 
 
 def _decode_split(root: Path, classes: list[str], size, mode) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +159,10 @@ def load_imagefolder(path: str, size: int | None = None) -> tuple[dict, list[str
                 for f in _files(d):
                     st = f.stat()
                     listing.append(f"{f}|{st.st_size}|{st.st_mtime_ns}")
+    h, w, c = _peek(Path(listing[0].rsplit("|", 2)[0]), size)
+    if len(listing) * h * w * c > stream_bytes():
+        first = _decode(Path(listing[0].rsplit("|", 2)[0]), (size, size) if size else None, None)
+        return StreamedFolder.build(path, train, val, classes, first), classes
     key = hashlib.sha256("\n".join([str(size)] + listing).encode()).hexdigest()[:20]
     cache = cache_dir() / f"imagefolder-{key}.npz"
     if cache.exists():
@@ -161,6 +189,109 @@ def load_imagefolder(path: str, size: int | None = None) -> tuple[dict, list[str
     except OSError:
         pass
     return arrays, classes
+
+
+def stream_bytes() -> int:
+    """Decoded image sets larger than this (``$NESTEROV_IMAGE_CACHE_BYTES``, default 2 GiB) are streamed."""
+    return int(os.environ.get("NESTEROV_IMAGE_CACHE_BYTES", 2 << 30))
+
+
+class _Files(torch.utils.data.Dataset):
+    """Decode one image per item, to the folder's size and mode (in DataLoader worker processes)."""
+
+    def __init__(self, items, size, mode):
+        self.items, self.size, self.mode = items, size, mode
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        path, label = self.items[i]
+        a = _decode(path, self.size, self.mode)
+        return torch.from_numpy(a.transpose(2, 0, 1).copy()), label
+
+
+def worker_error(e: Exception) -> Exception:
+    """A DataError raised in a DataLoader worker, as the one line it was (the worker's traceback dropped)."""
+    from . import DataError
+
+    text = str(e).strip().splitlines()
+    last = text[-1] if text else ""
+    if "DataError: " in last:
+        return DataError(last.split("DataError: ", 1)[1])
+    return e
+
+
+def _collate(batch):
+    return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.int64)
+
+
+class StreamedFolder:
+    """An image folder too large to decode into memory: files are decoded per batch by DataLoader workers.
+
+    Each rank decodes only its share of each global batch (the loop asks for the indices); the pixels, the
+    order and the augmentation draws are those the cached path would use, so the two give the same run.
+    """
+
+    kind = "classify"
+    image = True
+    streamed = True
+    default_augment = "crop"
+
+    def __init__(self, name, train, test, num_classes, shape, mode, mean, std, notes):
+        self.name, self.train, self.test, self.num_classes = name, train, test, num_classes
+        self.input_shape, self.mode, self.mean, self.std, self.notes = shape, mode, mean, std, notes
+        self.y = torch.tensor([c for _, c in train], dtype=torch.int64)
+        self.y_test = torch.tensor([c for _, c in test], dtype=torch.int64)
+        self.seconds, self.device = 0.0, torch.device("cpu")
+
+    @classmethod
+    def build(cls, path, train_dir, val_dir, classes, first):
+        from . import TEST_FRACTION, carve_split
+
+        items = [(f, c) for c, name in enumerate(classes) for f in _files(train_dir / name)]
+        notes = [f"streamed: {len(items):,} training images decoded per batch by DataLoader workers "
+                 f"(over the {stream_bytes():,}-byte cache limit, $NESTEROV_IMAGE_CACHE_BYTES)"]
+        if val_dir is not None:
+            test = [(f, c) for c, name in enumerate(classes) if (val_dir / name).is_dir()
+                    for f in _files(val_dir / name)]
+        else:
+            idx = torch.arange(len(items))
+            keep, _, out, _ = carve_split(idx, idx, TEST_FRACTION)
+            items, test = [items[i] for i in keep.tolist()], [items[i] for i in out.tolist()]
+            notes.append(f"no test split given: carved {len(test)} of {len(test) + len(items)} images "
+                         f"({TEST_FRACTION:.0%}, fixed seed) as the test set")
+        size, mode = first.shape[:2], ("L" if first.shape[2] == 1 else "RGB")
+        shape = (first.shape[2], *size)
+        xs = torch.stack([_Files(items, size, mode)[i][0] for i in stats_sample(len(items)).tolist()])
+        mean, std = channel_stats(xs)
+        return cls(f"imagefolder:{path}", items, test, len(classes), shape, mode, mean, std, notes)
+
+    def to(self, device):
+        self.device = torch.device(device)
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
+    def describe(self) -> str:
+        return (f"{self.name}: {len(self.train)} train / {len(self.test)} test, input {list(self.input_shape)}, "
+                f"{self.num_classes} classes" + "".join(f"; {n}" for n in self.notes))
+
+    def loader(self, batches, test: bool = False, workers: int | None = None):
+        """Batches (uint8 images, labels) for an iterable of index lists, decoded by worker processes."""
+        if workers is None:
+            workers = int(os.environ.get("NESTEROV_DATA_WORKERS", min(4, max(1, (os.cpu_count() or 2) // 2))))
+        ds = _Files(self.test if test else self.train, self.input_shape[1:], self.mode)
+        return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
+                                           pin_memory=self.device.type == "cuda",
+                                           prefetch_factor=4 if workers else None)
+
+    def inputs(self, xb, augment="none", gen=None, share=None):
+        if augment == "auto":
+            augment = self.default_augment
+        if augment != "none":
+            pad = max(1, xb.shape[-1] // 8) if "crop" in augment else 0
+            xb = globals()["augment"](xb, gen, pad, "flip" in augment, share)
+        return to_float(xb, self.mean, self.std)
 
 
 # --------------------------------------------------------------------------------------------- CIFAR

@@ -192,6 +192,30 @@ class _Batches:
         self.bs = min(cfg.batch_size, self.n) if not self.text else cfg.batch_size
         self.spe = cfg.steps_per_epoch(self.n)
         self._perm, self._perm_epoch = None, -1
+        self.streamed = getattr(data, "streamed", False)
+        self._stream, self._stream_step = None, None
+
+    def _indices(self, step: int) -> torch.Tensor:
+        """The global batch of ``step``: indices into the training set (on the CPU)."""
+        epoch, i = divmod(step, self.spe)
+        if epoch != self._perm_epoch:
+            self._perm, self._perm_epoch = epoch_permutation(self.n, self.cfg.seed, epoch), epoch
+        return self._perm[i * self.bs:(i + 1) * self.bs]
+
+    def _streamed_step(self, step: int):
+        """This rank's share of ``step``, decoded by the DataLoader workers (which run ahead)."""
+        if self._stream is None or self._stream_step != step:
+            lo, hi = self.dist.share(self.bs)
+            order = _StepIndices(self, step, lo, hi)
+            self._stream = iter(self.data.loader(order))
+        self._stream_step = step + 1
+        try:
+            xb, yb = next(self._stream)
+        except Exception as e:  # noqa: BLE001 - a file that no longer decodes: one line naming it
+            from ..data.images import worker_error
+
+            raise worker_error(e) from None
+        return xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
 
     def inputs(self, xb, gen=None, train=False):
         if self.text:
@@ -207,10 +231,12 @@ class _Batches:
             starts = torch.randint(0, len(self.data.train) - self.context - 1 + 1, (self.bs,), generator=g)
             xb, yb = self.data.windows(starts[lo:hi], self.context)
             return xb, yb, self.bs * self.context
-        epoch, i = divmod(step, self.spe)
-        if epoch != self._perm_epoch:
-            self._perm, self._perm_epoch = epoch_permutation(self.n, self.cfg.seed, epoch, self.device), epoch
-        idx = self._perm[i * self.bs:(i + 1) * self.bs]
+        if self.streamed:
+            xb, yb = self._streamed_step(step)
+            gen = _gen(self.cfg.seed, step, 0x61756780) if self.cfg.augment != "none" else None
+            x = self.data.inputs(xb, self.cfg.augment, gen, share=(lo, hi, self.bs))
+            return x.to(self.dtype), yb, self.bs
+        idx = self._indices(step).to(self.device)
         xb = self.data.x[idx]
         if self.data.image and self.cfg.augment != "none":  # draw for the whole global batch, then take a share
             xb = self.inputs(xb, _gen(self.cfg.seed, step, 0x61756780), train=True)[lo:hi]
@@ -219,6 +245,8 @@ class _Batches:
         return xb, self.data.y[idx[lo:hi]], self.bs
 
     def evaluate(self, model, autocast):
+        if self.streamed:
+            return self._evaluate_streamed(model, autocast)
         if self.text:
             loss, acc = evaluate(model, self.val_x, self.val_y, autocast=autocast, dist=self.dist)
         else:
@@ -227,9 +255,57 @@ class _Batches:
                                  dist=self.dist)
         return loss, acc
 
+    @torch.no_grad()
+    def _evaluate_streamed(self, model, autocast):
+        lo, hi = self.dist.share(len(self.data.y_test))
+        chunks = [list(range(i, min(hi, i + EVAL_CHUNK // 16))) for i in range(lo, hi, EVAL_CHUNK // 16)]
+        was_training = model.training
+        model.eval()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        it = iter(self.data.loader(chunks, test=True))
+        while True:
+            try:
+                xb, yb = next(it)
+            except StopIteration:
+                break
+            except Exception as e:  # noqa: BLE001
+                from ..data.images import worker_error
+
+                raise worker_error(e) from None
+            xb, yb = xb.to(self.device), yb.to(self.device)
+            with autocast or contextlib.nullcontext():
+                logits = model(self.data.inputs(xb).to(self.dtype))
+            logits = logits if logits.dtype == torch.float64 else logits.float()
+            sums[0] += F.cross_entropy(logits, yb, reduction="sum")
+            sums[1] += (logits.argmax(1) == yb).sum()
+            sums[2] += len(yb)
+        model.train(was_training)
+        self.dist.all_sum(sums)
+        loss, correct, count = sums.tolist()
+        return loss / count, correct / count
+
     def describe(self) -> str:
         return self.data.describe() + (f"; context {self.context}, {len(self.val_y)} validation windows"
                                        if self.text else "")
+
+
+class _StepIndices:
+    """Index lists of this rank's share of each step from ``start`` on: a DataLoader batch_sampler."""
+
+    def __init__(self, batches: "_Batches", start: int, lo: int, hi: int):
+        self.b, self.start, self.lo, self.hi = batches, start, lo, hi
+        self._perm, self._epoch = None, -1
+
+    def __iter__(self):
+        b = self.b
+        for step in range(self.start, b.cfg.steps):
+            epoch, i = divmod(step, b.spe)
+            if epoch != self._epoch:
+                self._perm, self._epoch = epoch_permutation(b.n, b.cfg.seed, epoch), epoch
+            yield self._perm[i * b.bs:(i + 1) * b.bs][self.lo:self.hi].tolist()
+
+    def __len__(self):
+        return max(0, self.b.cfg.steps - self.start)
 
 
 def _autocast(device, precision: str):
