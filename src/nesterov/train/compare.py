@@ -51,6 +51,9 @@ def validation_split(data: Dataset) -> Dataset:
         cut = int(len(data.train) * (1 - VALIDATION_FRACTION))
         return dataclasses.replace(data, train=data.train[:cut], val=data.train[cut:],
                                    notes=[f"validation split: the last {len(data.train) - cut} training bytes"])
+    if getattr(data, "streamed", False):
+        raise ConfigError("--sweep: not available for a streamed image folder (too large to hold in memory); "
+                          "give the lrs with --lr name=value")
     x, y, xv, yv = carve_split(data.x, data.y, VALIDATION_FRACTION)
     return dataclasses.replace(data, x=x, y=y, x_test=xv, y_test=yv,
                                notes=[f"validation split: {len(yv)} of {len(yv) + len(y)} training examples"])
