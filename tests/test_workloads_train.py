@@ -164,7 +164,7 @@ def test_gpu_recipe_script_runs_on_cpu_with_a_tiny_budget(tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "cifar10_race.py"
     data = write_digits_cifar(tmp_path / "cifar")
     p = subprocess.run([sys.executable, str(script), "--data", str(data), "--device", "cpu", "--seeds", "1",
-                        "--epochs", "1", "--batch-size", "64", "--width", "8", "--target", "0.3",
+                        "--epochs", "1", "--batch-size", "64", "--width", "8", "--target", "0.2",
                         "--out", str(tmp_path / "race")], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "| nag " in p.stdout and "| torch-sgd " in p.stdout
