@@ -67,6 +67,11 @@ class RuleOptimizer(torch.optim.Optimizer):
     def rule_for(self, group: dict) -> Rule:
         return self.rule
 
+    def group_defaults(self, group: dict) -> dict:
+        """The values a key missing from ``group`` (an older state_dict's) takes: the defaults this
+        optimizer was built with (not ``differentiable``, which torch's ``__setstate__`` adds to them)."""
+        return {k: v for k, v in self.defaults.items() if k != "differentiable"}
+
     # -- pickling: torch's __getstate__ keeps defaults, state and param_groups; ours adds the engine's
     def __getstate__(self):
         return {**super().__getstate__(), "backend": self.backend, "state_dtype": self.state_dtype}
@@ -76,7 +81,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         self.__dict__.setdefault("backend", "auto")
         self.__dict__.setdefault("state_dtype", None)
         for group in self.param_groups:  # older state: newer keys get their defaults, as torch's optimizers do
-            for key, value in self.defaults.items():
+            for key, value in self.group_defaults(group).items():
                 group.setdefault(key, value)
         self._reset_caches()
 
@@ -134,7 +139,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             if missing:
                 raise ValueError(f"state_dict param group {i} has no {missing}: it is another optimizer's state, "
                                  f"not {type(self).__name__}'s")
-            self.check_hypers({**self.defaults, **{k: v for k, v in saved.items() if k != "params"}},
+            self.check_hypers({**self.group_defaults(ours), **{k: v for k, v in saved.items() if k != "params"}},
                               f" (state_dict param group {i})")
             index_to_param.update(zip(saved["params"], ours["params"]))
         for index, entry in state_dict["state"].items():

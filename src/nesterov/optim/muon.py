@@ -139,6 +139,11 @@ class Muon(RuleOptimizer):
         return {**super().__getstate__(), "aux": self.aux, "aux_defaults": self.aux_defaults,
                 "ns_dtype": self.ns_dtype}
 
+    def group_defaults(self, group: dict) -> dict:
+        if group.get("use_muon", True):
+            return super().group_defaults(group)
+        return self.__dict__.get("aux_defaults", {})  # (unpickling restores it before asking)
+
     # -- validation ----------------------------------------------------------------------------------
     def check_hypers(self, group: dict, where: str) -> None:
         """Raise ValueError/TypeError naming the bad hyperparameter of a Muon or an auxiliary group."""
