@@ -285,22 +285,17 @@ def test_discarded_optimizers_leave_no_references_hooks_or_slowdown(name, backen
     control = copy.deepcopy(model)  # the same model, never given to an optimizer
     batch = batches(1, 16, 8)[0]
     refs = []
-    gc.collect()
-    gc.disable()  # the cycle collector runs once, below (in a long test process one pass scans a big heap)
-    try:
-        for i in range(200):
-            opt = make(name, backend, model.parameters())
-            opt.zero_grad()
-            loss_of(model, batch).backward()
-            opt.step()
-            refs.append(weakref.ref(opt))
-            del opt
-            if i == 0:  # fail fast: a leak makes every later iteration slower
-                gc.collect()
-                assert refs[0]() is None, "a discarded optimizer is still referenced"
-                _no_hooks(model)
-    finally:
-        gc.enable()
+    for i in range(200):
+        opt = make(name, backend, model.parameters())
+        opt.zero_grad()
+        loss_of(model, batch).backward()
+        opt.step()
+        refs.append(weakref.ref(opt))
+        del opt
+        if i == 0:  # fail fast: a leak makes every later iteration slower
+            gc.collect()
+            assert refs[0]() is None, "a discarded optimizer is still referenced"
+            _no_hooks(model)
     model.zero_grad(set_to_none=True)
     gc.collect()
     alive = sum(r() is not None for r in refs)
