@@ -42,6 +42,8 @@ class Bucket:
     matrix: list[bool]
     strides: list[tuple]  # of params: a gradient with other strides is read through a copy (compile) or foreach
     compilable: list[bool]  # dense, two or more elements: the compiled kernel's (its length is then a symbol)
+    flat_params: list  # K.flat of each compilable param (None elsewhere): what the compiled kernel writes
+    flat_states: list[list]  # the same for each state
     steps: list[torch.Tensor]  # the 0-d step counters, when there are any
     salts: list[int] | None  # each member's stochastic-rounding stream, when its state is narrower
     plain: bool  # no DTensor, no complex: the gradient is the tensor the kernel reads
@@ -50,13 +52,17 @@ class Bucket:
     @classmethod
     def of(cls, rule: Rule, members, states, salts: dict, seeded: bool) -> "Bucket":
         keep = [i for i, p in enumerate(members) if p.numel() > 0]
+        compilable = [members[i].numel() >= 2 and K.dense(local(members[i])) for i in keep]
+        flats = lambda tensors: [K.flat(t) if ok else None for t, ok in zip(tensors, compilable)]  # noqa: E731
         return cls(
             members=members, states=states, keep=keep,
             params=[local(members[i]) for i in keep],
             state_lists=[[local(states[i][name]) for i in keep] for name in rule.states],
             matrix=[members[i].dim() > 1 for i in keep],
             strides=[local(members[i]).stride() if K.dense(local(members[i])) else None for i in keep],
-            compilable=[members[i].numel() >= 2 and K.dense(local(members[i])) for i in keep],
+            compilable=compilable,
+            flat_params=flats([local(members[i]) for i in keep]),
+            flat_states=[flats([local(states[i][name]) for i in keep]) for name in rule.states],
             steps=[s["step"] for s in states] if "step" in states[0] else [],
             salts=[salts[id(p)] for p in members] if seeded else None,
             plain=not any(isinstance(p, DTensor) or p.is_complex() for p in members),

@@ -59,6 +59,8 @@ class Batch:
     seeds: list[int] | None  # per tensor: the stochastic-rounding seed, when a state is narrower than its param
     aligned: list[bool]  # per tensor: dense, its gradient and states laid out like it (fused kernels need it)
     compilable: list[bool]  # per tensor: what the compiled kernel takes (dense, two or more elements)
+    flat_params: list | None = None  # per tensor: :func:`flat` of the param where compilable (else None)
+    flat_states: list[list] | None = None  # the same for each state
 
     @property
     def numel(self) -> int:
@@ -74,7 +76,9 @@ class Batch:
             return Batch([self.params[i] for i in ix], [self.grads[i] for i in ix],
                          [[s[i] for i in ix] for s in self.states], [self.matrix[i] for i in ix],
                          None if self.seeds is None else [self.seeds[i] for i in ix],
-                         [self.aligned[i] for i in ix], [self.compilable[i] for i in ix])
+                         [self.aligned[i] for i in ix], [self.compilable[i] for i in ix],
+                         None if self.flat_params is None else [self.flat_params[i] for i in ix],
+                         None if self.flat_states is None else [[s[i] for i in ix] for s in self.flat_states])
 
         return pick(parts[0]), pick(parts[1])
 
@@ -120,8 +124,10 @@ def multi_apply(rule, params, grads, states, hypers, derived, flags, seeds, matr
 
 
 def flat(t: torch.Tensor) -> torch.Tensor:
-    """A dense tensor as a 1-D view in memory order (contiguous, channels-last, any permutation)."""
-    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
+    """A dense tensor as a 1-D tensor over the same memory, in memory order (contiguous, channels-last, any
+    permutation). Detached, so it is not a view of ``t`` to dynamo: guards on a view's base (its shape, its
+    ``requires_grad``) would recompile the kernel for every model."""
+    return (t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))).detach()
 
 
 def dense(t: torch.Tensor) -> bool:
@@ -219,9 +225,9 @@ def chunks(batch: Batch, hyper_tensors: dict, derived_tensors: dict):
     n = len(batch.params)
     for start in range(0, n, CHUNK):
         end = min(start + CHUNK, n)
-        ps = [flat(p) for p in batch.params[start:end]]
+        ps = batch.flat_params[start:end]
         gs = [flat(g) for g in batch.grads[start:end]]
-        ss = [[flat(t) for t in s[start:end]] for s in batch.states]
+        ss = [s[start:end] for s in batch.flat_states]
         seeds = None if batch.seeds is None else list(batch.seeds[start:end])
         matrix = list(batch.matrix[start:end])
         if end - start < CHUNK:

@@ -268,7 +268,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             grads = [local(g) for g in grads]
         aligned = [st is not None and g.stride() == st for g, st in zip(grads, bucket.strides)]
         batch = K.Batch(bucket.params, grads, bucket.state_lists, bucket.matrix,
-                        None if seeds is None else [seeds[i] for i in bucket.keep], aligned, bucket.compilable)
+                        None if seeds is None else [seeds[i] for i in bucket.keep], aligned, bucket.compilable,
+                        bucket.flat_params, bucket.flat_states)
         if batch.params:
             self._dispatch.run(index, rule, batch, hypers, derived, flags)
 
