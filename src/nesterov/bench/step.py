@@ -230,11 +230,16 @@ def run_step_bench(args) -> dict:
 def _auto_note(c: Contender, wait_s: float) -> str:
     """Which kernels ``auto`` stepped with, waiting (while stepping, as a training run would) up to
     ``wait_s`` for a background compile to take over."""
+    from nesterov.engine.kernels import AUTO_COMPILE_AFTER_STEPS
+
     seen = c.optimizer.backends_seen
     t0 = time.perf_counter()
-    while seen == {"foreach"} and time.perf_counter() - t0 < wait_s and _compiling():
-        seen.clear()
+    steps = 0
+    while "compile" not in seen and seen <= {"foreach"} and time.perf_counter() - t0 < wait_s:
+        if steps > AUTO_COMPILE_AFTER_STEPS + 1 and not _compiling():
+            break  # a group too small to compile: auto stays on foreach
         c.optimizer.step()
+        steps += 1
     waited = time.perf_counter() - t0
     if "compile" in seen:
         return f"auto: the compiled kernel ({waited:.1f} s of foreach steps while it compiled)"

@@ -244,6 +244,10 @@ def chunks(batch: Batch, hyper_tensors: dict, derived_tensors: dict):
 
 def run_compiled(rule: Rule, batch: Batch, hyper_tensors: dict, derived_tensors: dict, flags: dict) -> None:
     key = compile_key(rule, batch, flags)
+    if key not in COMPILED.kernels:
+        # Compiled on realistic lengths first: inductor decides from the first call's sizes whether a loop is
+        # worth threads, and a model's first tensors are often its smallest.
+        COMPILED.call(key, *warm_example(rule, batch, hyper_tensors, derived_tensors, flags))
     for ps, gs, ss, h, d, seeds, matrix in chunks(batch, hyper_tensors, derived_tensors):
         COMPILED.call(key, rule, ps, gs, ss, h, d, flags, seeds, matrix)
 

@@ -31,15 +31,16 @@ def update(p, g, buf, *, lr, momentum, dampening, weight_decay, maximize=False):
 
 
 def foreach(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
-    """:func:`update` in place over lists (the user's gradients are read, never written)."""
-    if maximize:
-        grads = torch._foreach_neg(grads)
-    if weight_decay != 0:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    """:func:`update` in place over lists, without a temporary (an arena-sized allocation costs more than a
+    pass): with g' = ±g + λp,  b ← μb + (1 − τ)g',  p ← p − η·g' − ημ·b = p(1 − ηλ) ∓ η·g − ημ·b."""
+    sign = -1.0 if maximize else 1.0
     torch._foreach_mul_(bufs, momentum)
-    torch._foreach_add_(bufs, grads, alpha=1 - dampening)
-    step = torch._foreach_add(grads, bufs, alpha=momentum)  # g + μ·b, a fresh list
-    torch._foreach_add_(params, step, alpha=-lr)
+    torch._foreach_add_(bufs, grads, alpha=sign * (1 - dampening))
+    if weight_decay != 0:
+        torch._foreach_add_(bufs, params, alpha=weight_decay * (1 - dampening))
+        torch._foreach_mul_(params, 1 - lr * weight_decay)
+    torch._foreach_add_(params, grads, alpha=-lr * sign)
+    torch._foreach_add_(params, bufs, alpha=-lr * momentum)
 
 
 def torch_kernel(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
