@@ -451,7 +451,7 @@ def test_auto_compiles_in_the_background_and_matches_eager(rule, monkeypatch):
     shapes = [(9, 7)]
     params, ref = make_params(shapes, dtype=torch.float32), make_params(shapes, dtype=torch.float32)
     opt, ref_opt = RULES[rule](params), RULES[rule](ref, backend="eager")
-    grads = grad_sequence(shapes, 600, 0, dtype=torch.float32)
+    grads = grad_sequence(shapes, K.AUTO_COMPILE_AFTER_STEPS + 600, 0, dtype=torch.float32)
     used = []
     run_compiled = K.run_compiled
     monkeypatch.setattr(K, "run_compiled", lambda *a: (used.append(1), run_compiled(*a)))
@@ -460,7 +460,8 @@ def test_auto_compiles_in_the_background_and_matches_eager(rule, monkeypatch):
         run(ref_opt, ref, [gs])
         if used and k > 2:
             break
-        time.sleep(0.1)  # the compile runs in a background thread
+        if k > K.AUTO_COMPILE_AFTER_STEPS:
+            time.sleep(0.1)  # the compile runs in a background thread
     assert used, "auto never switched to the compiled kernel"
     run(opt, params, grads[-2:])
     run(ref_opt, ref, grads[-2:])
