@@ -225,20 +225,33 @@ def test_nadamw_state_is_torch_nadam_layout():
 
 @pytest.mark.parametrize("source", ["ours", "torch"])
 def test_nadamw_checkpoint_loads_into_either_and_continues_identically(source):
+    """A checkpoint of either loads into either. Ours resumed equals torch's uninterrupted run (torch's
+    load_state_dict casts ``mu_product`` to the parameters' float64, we bring it back to torch's float32,
+    see the README's differences); torch resumed from our checkpoint equals torch resumed from its own."""
     hp = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.05, decoupled_weight_decay=True)
     first, rest = grad_sequence(SHAPES, 5, 1), grad_sequence(SHAPES, 5, 2)
-    params = make_params()
-    opt = NAdamW(params, **hp) if source == "ours" else torch.optim.NAdam(params, **hp)
-    run(opt, params, first)
-    saved = opt.state_dict()
-    a, b = make_params(), make_params()
-    for x, y, p in zip(a, b, params):
-        x.data.copy_(p.detach())
-        y.data.copy_(p.detach())
-    ours, theirs = NAdamW(a, **hp), torch.optim.NAdam(b, **hp)
-    ours.load_state_dict(copy.deepcopy(saved))
-    theirs.load_state_dict(copy.deepcopy(saved))
-    for x, y in zip(run(ours, a, rest), run(theirs, b, rest)):
+
+    def checkpoint(cls):
+        params = make_params()
+        opt = cls(params, **hp)
+        run(opt, params, first)
+        return params, opt.state_dict()
+
+    def resume(cls, params, saved):
+        fresh = make_params()
+        for x, p in zip(fresh, params):
+            x.data.copy_(p.detach())
+        opt = cls(fresh, **hp)
+        opt.load_state_dict(copy.deepcopy(saved))
+        return run(opt, fresh, rest)
+
+    straight_params = make_params()
+    straight = run(torch.optim.NAdam(straight_params, **hp), straight_params, first + rest)
+    params, saved = checkpoint(NAdamW if source == "ours" else torch.optim.NAdam)
+    torch_params, torch_saved = checkpoint(torch.optim.NAdam)
+    for x, y in zip(resume(NAdamW, params, saved), straight):
+        assert rel_diff(x, y) <= 1e-12
+    for x, y in zip(resume(torch.optim.NAdam, params, saved), resume(torch.optim.NAdam, torch_params, torch_saved)):
         assert rel_diff(x, y) <= 1e-12
 
 
