@@ -500,13 +500,17 @@ def test_auto_uses_torch_fused_sgd_where_exact_and_compiles_elsewhere_in_the_bac
     ref = NAG(ref_params, lr=0.1, state_dtype=torch.bfloat16, backend="eager")
     gen = torch.Generator().manual_seed(0)
     set_grads([params, ref_params], gen)
-    monkeypatch.setattr(K, "run_eager", lambda *a: pytest.fail("auto must never step on the eager path"))
-    ours.step()  # runs on foreach at once
+
+    def step_ours():
+        with monkeypatch.context() as m:
+            m.setattr(K, "run_eager", lambda *a: pytest.fail("auto must never step on the eager path"))
+            ours.step()
+
+    step_ours()  # runs on foreach at once
     ref.step()
-    for _ in range(K.AUTO_COMPILE_AFTER_STEPS):  # a few foreach steps, then the compile starts in the background
+    for _ in range(K.AUTO_COMPILE_AFTER_STEPS):  # foreach steps, then the compile starts in the background
         set_grads([params, ref_params], gen)
-        ours.step(), ref.step()
-    monkeypatch.undo()
+        step_ours(), ref.step()
     key = next(k for k in K.COMPILED.ready if k[0] == "nag" and "bfloat16" in k)
     assert K.COMPILED.ready[key].wait(timeout=300), "background compile did not finish"
     from torch._dynamo.utils import counters
