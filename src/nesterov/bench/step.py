@@ -305,7 +305,7 @@ def step_main(argv: list[str]) -> int:
 
 
 def memory_main(argv: list[str]) -> int:
-    """Bytes of optimizer state per parameter for each rule and state dtype, measured on the arena."""
+    """Bytes of optimizer state per parameter for each rule and state dtype, measured on ``optimizer.state``."""
     ap = argparse.ArgumentParser(prog="nesterov bench memory")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)

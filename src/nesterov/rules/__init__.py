@@ -1,10 +1,10 @@
 """Update rules: the math of each optimizer, written once as plain tensor code.
 
 A rule is a :class:`Rule`: the names of its per-parameter state buffers (in torch.optim's state_dict
-names), the group hyperparameters it reads, and ``update`` — a pure function from (param, grad, states,
-hyperparameters) to the new (param, states). ``update`` is the readable reference: the engine runs it
-as is (``eager``), compiles it (``compile``), and every hand-written restatement (``foreach``, Triton)
-is tested against it.
+names), how it reads a param group's hyperparameters, and ``update`` — a pure function from (param, grad,
+states, hyperparameters) to the new (param, states). ``update`` is the readable reference: the engine runs
+it as is (``eager``), compiles it (``compile``), and every restatement declared beside it (``foreach``,
+``torch_kernel``) is tested against it by ``tests/test_restatements.py``.
 """
 
 from nesterov.rules.base import Rule

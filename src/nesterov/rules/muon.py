@@ -17,7 +17,7 @@ Newton–Schulz (quintic, coefficients chosen for a steep slope at zero, Keller 
     repeat k times:  M ← X Xᵀ;   X ← a·X + (b·M + c·M²)·X
 
 This module is the readable statement. The optimizer (:mod:`nesterov.optim.muon`) runs the same
-functions: :func:`nesterov_momentum` over one flat arena slice, :func:`newton_schulz` over a stack of
+functions: :func:`nesterov_momentum` over lists of matrices, :func:`newton_schulz` over a stack of
 same-shaped matrices, :func:`descend_` per matrix.
 """
 
@@ -60,7 +60,7 @@ def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape) -> float:
 def nesterov_momentum(g: torch.Tensor, buf: torch.Tensor, *, momentum: float, nesterov: bool):
     """``(b_new, u)``: the momentum buffer after this gradient and the direction to orthogonalise.
 
-    Elementwise, so it runs on whole flat arenas as well as on single tensors.
+    Elementwise, so it runs on any tensor (the optimizer restates it with foreach lerps over lists).
     """
     buf = buf.lerp(g, 1 - momentum)
     u = g.lerp(buf, momentum) if nesterov else buf

@@ -31,7 +31,7 @@ def update(p, g, buf, *, lr, momentum, dampening, weight_decay, maximize=False):
 
 
 def foreach(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
-    """:func:`update` in place over lists, without a temporary (an arena-sized allocation costs more than a
+    """:func:`update` in place over lists, without a temporary (a model-sized allocation costs more than a
     pass): with g' = ±g + λp,  b ← μb + (1 − τ)g',  p ← p − η·g' − ημ·b = p(1 − ηλ) ∓ η·g − ημ·b."""
     sign = -1.0 if maximize else 1.0
     torch._foreach_mul_(bufs, momentum)
