@@ -16,9 +16,10 @@ Newton–Schulz (quintic, coefficients chosen for a steep slope at zero, Keller 
     X ← u / max(‖u‖_F, ε)        (transposed first when A > B, so X X ᵀ is the small Gram matrix)
     repeat k times:  M ← X Xᵀ;   X ← a·X + (b·M + c·M²)·X
 
-This module is the readable statement. The optimizer (:mod:`nesterov.optim.muon`) runs the same
-functions: :func:`nesterov_momentum` over lists of matrices, :func:`newton_schulz` over a stack of
-same-shaped matrices, :func:`descend_` per matrix.
+This module is the readable statement (``backend="eager"`` runs :func:`update` matrix by matrix). The
+batched step (:mod:`nesterov.optim.muon`) restates :func:`nesterov_momentum` as foreach lerps over the
+group's matrices and runs :func:`newton_schulz` over stacks of same-shaped matrices and :func:`descend_` per
+matrix; ``tests/test_muon.py`` ties it to :func:`update` and to torch.optim.Muon.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape) -> float:
 def nesterov_momentum(g: torch.Tensor, buf: torch.Tensor, *, momentum: float, nesterov: bool):
     """``(b_new, u)``: the momentum buffer after this gradient and the direction to orthogonalise.
 
-    Elementwise, so it runs on any tensor (the optimizer restates it with foreach lerps over lists).
+    Elementwise, so it runs on any tensor.
     """
     buf = buf.lerp(g, 1 - momentum)
     u = g.lerp(buf, momentum) if nesterov else buf
