@@ -31,16 +31,25 @@ def update(p, g, buf, *, lr, momentum, dampening, weight_decay, maximize=False):
 
 
 def foreach(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
-    """:func:`update` in place over lists, without a temporary (a model-sized allocation costs more than a
-    pass): with g' = ±g + λp,  b ← μb + (1 − τ)g',  p ← p − η·g' − ημ·b = p(1 − ηλ) ∓ η·g − ημ·b."""
-    sign = -1.0 if maximize else 1.0
-    torch._foreach_mul_(bufs, momentum)
-    torch._foreach_add_(bufs, grads, alpha=sign * (1 - dampening))
+    """:func:`update` in place over lists, in its order of operations (each parameter is written once, so bf16
+    parameters round once per step, as torch's SGD rounds them) and with one temporary list at most: the
+    user's gradients are read, never written."""
+    own = False  # whether ``grads`` is a list of our own temporaries
+    if maximize:
+        grads, own = torch._foreach_neg(grads), True
     if weight_decay != 0:
-        torch._foreach_add_(bufs, params, alpha=weight_decay * (1 - dampening))
-        torch._foreach_mul_(params, 1 - lr * weight_decay)
-    torch._foreach_add_(params, grads, alpha=-lr * sign)
-    torch._foreach_add_(params, bufs, alpha=-lr * momentum)
+        if own:
+            torch._foreach_add_(grads, params, alpha=weight_decay)
+        else:
+            grads, own = torch._foreach_add(grads, params, alpha=weight_decay), True
+    torch._foreach_mul_(bufs, momentum)
+    torch._foreach_add_(bufs, grads, alpha=1 - dampening)
+    if own:
+        torch._foreach_add_(grads, bufs, alpha=momentum)  # g + μ·b
+        step = grads
+    else:
+        step = torch._foreach_add(grads, bufs, alpha=momentum)
+    torch._foreach_add_(params, step, alpha=-lr)
 
 
 def torch_kernel(params, grads, bufs, *, lr, momentum, dampening, weight_decay, maximize=False):
