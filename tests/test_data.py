@@ -34,7 +34,9 @@ def test_digits_carves_a_fixed_test_split():
     assert len(a.y) + len(a.y_test) == 1797 and len(a.y_test) == 359
     assert torch.equal(a.y_test, b.y_test) and torch.equal(a.x, b.x)
     assert a.x.max() <= 1.0 and a.num_classes == 10
-    assert "carved 359 of 1797" in a.describe()
+    # a fact of the dataset, not a split the user forgot to give
+    assert a.notes == ["the digits dataset has no separate test split: 359 of 1797 examples (20%, fixed seed 0) "
+                       "are held out as the test set"]
 
 
 def _npz(tmp_path, name="d.npz", **arrays):
@@ -49,7 +51,9 @@ def test_npz_with_and_without_test_split(tmp_path):
     ds = load_dataset(_npz(tmp_path, x=x, y=y, x_test=x[:10], y_test=y[:10]))
     assert ds.input_shape == (3, 7) and len(ds.y_test) == 10 and ds.notes == []
     ds = load_dataset(_npz(tmp_path, "b.npz", x=x, y=y.astype(np.float64)))
-    assert len(ds.y_test) == 10 and len(ds.y) == 40 and "carved" in ds.notes[0]
+    assert len(ds.y_test) == 10 and len(ds.y) == 40
+    assert ds.notes == [f"{tmp_path / 'b.npz'} has no x_test / y_test: 10 of 50 examples (20%, fixed seed 0) are "
+                        "held out as the test set"]
 
 
 @pytest.mark.parametrize("arrays, problem", [
@@ -64,6 +68,7 @@ def test_npz_with_and_without_test_split(tmp_path):
     ({"x": np.zeros((4, 2)), "y": np.array([0.5, 1, 1, 0])}, "integer class labels"),
     ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 1, 0]), "x_test": np.zeros((2, 2))}, "only one of"),
     ({"x": np.zeros(4), "y": np.array([0, 1, 1, 0])}, "shape (N, features...)"),
+    ({"x": np.array([[0.0, 1.0], [2.0]], dtype=object), "y": np.array([0, 1])}, "'x' holds Python objects"),
 ])
 def test_npz_bad_data_names_file_and_problem(tmp_path, arrays, problem):
     spec = _npz(tmp_path, **arrays)

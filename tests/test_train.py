@@ -193,7 +193,7 @@ def test_npz_dataset_and_linear_model(tmp_path):
     res = loop.run(Config(dataset=f"npz:{tmp_path / 'd.npz'}", model="linear", batch_size=32, epochs=20,
                           threads=1), None, progress=False)
     assert res.summary["test_accuracy"] > 0.9 and res.summary["target_accuracy"] is None
-    assert "carved 40 of 200" in res.summary["data_notes"][0]
+    assert "no x_test / y_test: 40 of 200 examples" in res.summary["data_notes"][0]
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):

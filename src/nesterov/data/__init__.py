@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..train.names import AUGMENTS, DATASETS, PREFIXES, is_text, valid_spec  # noqa: F401 - re-exported
+
 __all__ = [
     "AUGMENTS",
     "DATASETS",
@@ -43,10 +45,6 @@ __all__ = [
     "valid_spec",
 ]
 
-DATASETS = ("mnist1d", "digits", "npz:PATH", "imagefolder:PATH", "cifar10:PATH", "cifar100:PATH", "text:PATH",
-            "pysrc")
-PREFIXES = ("npz:", "imagefolder:", "cifar10:", "cifar100:", "text:")
-AUGMENTS = ("auto", "none", "flip", "crop", "crop-flip")
 TEST_FRACTION = 0.2  # carved when a dataset has no test split of its own
 SPLIT_SEED = 0  # carving uses a fixed seed so every run seed sees the same test set
 
@@ -145,7 +143,7 @@ def carve_split(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = S
 # --------------------------------------------------------------------------------------------- loaders
 
 
-def _cached(name: str, package: str, build) -> dict[str, np.ndarray]:
+def _cached(name: str, package: str, build, log=None) -> dict[str, np.ndarray]:
     """``build()``'s arrays from ``cache_dir()/name-<package version>.npz``, building and caching on a miss.
 
     Keyed by the version of the package that makes the data, so a hit does not import it (mnist1d pulls in
@@ -164,6 +162,8 @@ def _cached(name: str, package: str, build) -> dict[str, np.ndarray]:
                 return {k: f[k] for k in f.files}
         except Exception:  # a corrupt cache file is rebuilt, not fatal
             pass
+    if log is not None:
+        log(f"data   generating {name} with the {package} package (once: cached in {path})")
     arrays = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,7 @@ def _cached(name: str, package: str, build) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _mnist1d_arrays() -> dict[str, np.ndarray]:
+def _mnist1d_arrays(log=None) -> dict[str, np.ndarray]:
     def build():
         from mnist1d.data import get_dataset_args, make_dataset  # never get_dataset(): it downloads
 
@@ -184,17 +184,17 @@ def _mnist1d_arrays() -> dict[str, np.ndarray]:
         return {"x": d["x"].astype(np.float32), "y": d["y"].astype(np.int64),
                 "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
 
-    return _cached("mnist1d", "mnist1d", build)
+    return _cached("mnist1d", "mnist1d", build, log)
 
 
-def _digits_arrays() -> dict[str, np.ndarray]:
+def _digits_arrays(log=None) -> dict[str, np.ndarray]:
     def build():
         from sklearn.datasets import load_digits
 
         d = load_digits()
         return {"x": (d.data / 16.0).astype(np.float32), "y": d.target.astype(np.int64)}
 
-    return _cached("digits", "scikit-learn", build)
+    return _cached("digits", "scikit-learn", build, log)
 
 
 def _npz_arrays(path: str) -> dict[str, np.ndarray]:
@@ -215,7 +215,15 @@ def _npz_arrays(path: str) -> dict[str, np.ndarray]:
                             "(expected x, y and optionally x_test, y_test)")
         if ("x_test" in keys) != ("y_test" in keys):
             raise DataError(f"{path}: has only one of x_test / y_test; give both or neither")
-        return {k: f[k] for k in ("x", "y", "x_test", "y_test") if k in keys}
+        arrays = {}
+        for k in ("x", "y", "x_test", "y_test"):
+            if k in keys:
+                try:
+                    arrays[k] = f[k]
+                except ValueError:  # numpy refuses object arrays without allow_pickle, which could run code
+                    raise DataError(f"{path}: array {k!r} holds Python objects (dtype=object), which are not "
+                                    "loaded (that would need pickle); save it as a numeric array") from None
+        return arrays
 
 
 def _check(arrays: dict[str, np.ndarray], where: str) -> None:
@@ -253,16 +261,10 @@ def _check(arrays: dict[str, np.ndarray], where: str) -> None:
                             f"but y only has classes 0..{c - 1}")
 
 
-def is_text(spec: str) -> bool:
-    return spec == "pysrc" or spec.startswith("text:")
-
-
-def valid_spec(spec: str) -> bool:
-    return spec in ("mnist1d", "digits", "pysrc") or spec.startswith(PREFIXES)
-
-
-def load_dataset(spec: str, device="cpu"):
+def load_dataset(spec: str, device="cpu", log=None):
     """Load a dataset (see the module docstring) as whole tensors on ``device``.
+
+    ``log``: called with a line before work that takes a while (generating a dataset, reading files).
 
     Returns a :class:`Dataset` (classification) or a :class:`~nesterov.data.text.TextData` (``text:``, ``pysrc``).
     """
@@ -270,6 +272,8 @@ def load_dataset(spec: str, device="cpu"):
     if not isinstance(spec, str) or not spec:
         raise DataError(f"dataset must be one of {', '.join(DATASETS)}; got {spec!r}")
     notes: list[str] = []
+    if log is not None and spec not in ("mnist1d", "digits"):
+        log(f"data   reading {spec}")
     if is_text(spec):
         from .text import load_pysrc, load_text
 
@@ -279,9 +283,9 @@ def load_dataset(spec: str, device="cpu"):
         return d
     image = False
     if spec == "mnist1d":
-        arrays, where = _mnist1d_arrays(), "mnist1d"
+        arrays, where = _mnist1d_arrays(log), "mnist1d"
     elif spec == "digits":
-        arrays, where = _digits_arrays(), "digits"
+        arrays, where = _digits_arrays(log), "digits"
     elif spec.startswith("npz:"):
         where = spec[4:]
         arrays = _npz_arrays(where)
@@ -313,8 +317,10 @@ def load_dataset(spec: str, device="cpu"):
         yt = torch.as_tensor(np.asarray(arrays["y_test"]).astype(np.int64))
     else:
         x, y, xt, yt = carve_split(x, y, TEST_FRACTION)
-        notes.append(f"no test split given: carved {len(yt)} of {len(yt) + len(y)} examples "
-                     f"({TEST_FRACTION:.0%}, fixed seed {SPLIT_SEED}) as the test set")
+        what = ("the digits dataset has no separate test split" if spec == "digits" else
+                f"{where} has no x_test / y_test")
+        notes.append(f"{what}: {len(yt)} of {len(yt) + len(y)} examples ({TEST_FRACTION:.0%}, fixed seed "
+                     f"{SPLIT_SEED}) are held out as the test set")
     num_classes = int(max(int(y.max()), int(yt.max()))) + 1
     if num_classes < 2:
         raise DataError(f"{where}: labels hold a single class; need at least 2")

@@ -259,8 +259,8 @@ class StreamedFolder:
             idx = torch.arange(len(items))
             keep, _, out, _ = carve_split(idx, idx, TEST_FRACTION)
             items, test = [items[i] for i in keep.tolist()], [items[i] for i in out.tolist()]
-            notes.append(f"no test split given: carved {len(test)} of {len(test) + len(items)} images "
-                         f"({TEST_FRACTION:.0%}, fixed seed) as the test set")
+            notes.append(f"{path} has no val/ or test/ folder: {len(test)} of {len(test) + len(items)} images "
+                         f"({TEST_FRACTION:.0%}, fixed seed) are held out as the test set")
         size, mode = first.shape[:2], ("L" if first.shape[2] == 1 else "RGB")
         shape = (first.shape[2], *size)
         xs = torch.stack([_Files(items, size, mode)[i][0] for i in stats_sample(len(items)).tolist()])

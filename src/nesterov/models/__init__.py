@@ -22,6 +22,8 @@ import math
 import torch
 from torch import nn
 
+from ..train.names import MODEL_NAMES, OPTIONS, TEXT_MODELS  # noqa: F401 - re-exported
+
 __all__ = ["MODELS", "CNN1d", "build_model", "mlp", "linear"]
 
 
@@ -85,8 +87,7 @@ def _gpt(*a, **k):
 
 MODELS = {"cnn1d": CNN1d, "mlp": mlp, "linear": linear, "resnet18": _resnet18, "airbench": _airbench,
           "gpt": _gpt}
-OPTIONS = {"resnet18": ("width",), "airbench": ("width",), "gpt": ("width", "depth", "heads", "context")}
-TEXT_MODELS = ("gpt",)
+assert tuple(MODELS) == MODEL_NAMES
 
 
 def build_model(name: str, input_shape, num_classes: int, **options) -> nn.Module:

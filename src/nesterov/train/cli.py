@@ -9,26 +9,59 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+# Light imports only (no torch): flags and config files are checked, and the first line printed, in ~0.1 s.
 from .config import Config, ConfigError, load_toml  # noqa: E402
 
 __all__ = ["compare_main", "train_main"]
 
 # flags that --resume accepts (they do not change what is computed)
 _RESUME_OK = {"device", "threads"}
+# what a run directory holds: --out refuses a directory with any of them unless --resume or --overwrite
+RUN_FILES = ("config.toml", "metrics.csv", "last.pt", "best.pt", "summary.json", "curves.png")
 
 
-def _add_run_flags(p: argparse.ArgumentParser, *, single: bool) -> None:
-    from ..data import DATASETS
-    from ..models import MODELS
-    from .optimizers import available
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (argparse prints the whole usage first): ``PROG: error: MESSAGE``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def wants_help(argv) -> bool:
+    return any(a in ("-h", "--help") for a in argv or ())
+
+
+def version() -> str:
+    """``nesterov X (torch Y, Python Z)``, read from the installed metadata (imports no torch)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as v
+
+    from .. import __version__
+
+    try:
+        torch = v("torch")
+    except PackageNotFoundError:
+        torch = "not installed"
+    return f"nesterov {__version__} (torch {torch}, Python {sys.version.split()[0]})"
+
+
+def _add_run_flags(p: argparse.ArgumentParser, *, single: bool, describe: bool = False) -> None:
+    """The flags of a run; ``describe``: list which optimizers import (imports torch; only for --help)."""
+    from .names import DATASETS
+    from .names import MODEL_NAMES as MODELS
+    from .optimizers import OPTIMIZERS, available
     from .schedules import SCHEDULES
 
-    ok, missing = available()
-    opt_help = f"one of: {', '.join(ok)}" + (f" (not installed yet: {', '.join(missing)})" if missing else "")
+    if describe:
+        ok, missing = available()
+        opt_help = f"one of: {', '.join(ok)}" + (f" (not installed yet: {', '.join(missing)})" if missing else "")
+    else:
+        opt_help = f"one of: {', '.join(OPTIMIZERS)}"
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file; flags override it")
     g.add_argument("--dataset", help=f"{', '.join(DATASETS)} (default mnist1d)")
@@ -84,6 +117,8 @@ def _config_from(args, single: bool) -> tuple[Config, dict]:
     if single:
         names += ["optimizer", "lr", "seed"]
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if base.get("epochs") is not None and base.get("steps") is not None:
+        raise ConfigError(f"{args.config}: sets both epochs and steps; keep one (as with --epochs / --steps)")
     merged = dict(base)
     if "epochs" in given:
         merged.pop("steps", None)
@@ -91,6 +126,39 @@ def _config_from(args, single: bool) -> tuple[Config, dict]:
         merged.pop("epochs", None)
     merged.update(given)
     return Config.from_dict(merged, where=args.config or "flags"), given
+
+
+def checked(cfg: Config, given: dict, config_file) -> Config:
+    """``cfg.check(imports=False)``, its error naming the flag (``--seed: ...``) or the file and key that set
+    the value."""
+    try:
+        return cfg.check(imports=False)
+    except ConfigError as e:
+        key, sep, rest = str(e).partition(": ")
+        if sep and key in given:
+            raise ConfigError(f"--{key.replace('_', '-')}: {rest}") from None
+        if sep and config_file and key in Config.__dataclass_fields__:
+            raise ConfigError(f"{config_file}: {key}: {rest}") from None
+        raise
+
+
+def missing_extras(cfg: Config, progress: bool) -> list[str]:
+    """Modules of the [train] extra this run needs and cannot import (checked without importing them)."""
+    need = ["numpy", "matplotlib"] + (["tqdm"] if progress else [])
+    need += {"mnist1d": ["mnist1d"], "digits": ["sklearn"]}.get(cfg.dataset, [])
+    need += ["PIL"] if cfg.dataset.startswith("imagefolder:") else []
+    def absent(module):
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):  # a broken or blocked package
+            return True
+
+    return [m for m in need if absent(m)]
+
+
+def extras_error(prog: str, missing: list[str]) -> str:
+    return (f"{prog}: error: the training extra is not installed (cannot import {', '.join(missing)}); "
+            "pip install 'nesterov[train]'")
 
 
 def _default_out(cfg: Config) -> Path:
@@ -107,16 +175,44 @@ def _pct(v):
     return "n/a" if v is None else f"{100 * v:.2f} %"
 
 
+def _existing_run(out: Path) -> list[str]:
+    return [f for f in RUN_FILES if (out / f).exists()] if out.is_dir() else []
+
+
 def train_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = Parser(
         prog="nesterov train",
         description="Train a model and write a run directory (config.toml, metrics.csv, summary.json, curves.png, "
-                    "last.pt, best.pt). With no options: MNIST-1D, a 1-D CNN, Nesterov momentum (NAG).")
-    _add_run_flags(p, single=True)
+                    "last.pt, best.pt). With no options: MNIST-1D, a 1-D CNN, Nesterov momentum (NAG). Ctrl-C "
+                    "writes a checkpoint at the current step; --resume continues from it.")
+    p.add_argument("--version", action="version", version=version())
+    _add_run_flags(p, single=True, describe=wants_help(argv))
     g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="run directory (default runs/<time>-<dataset>-<model>-<opt>-s<seed>)")
+    g.add_argument("--out", metavar="DIR", help="run directory (default runs/<time>-<dataset>-<model>-<opt>-s<seed>); "
+                                                "an existing run there is refused unless --overwrite")
     g.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     args = p.parse_args(argv)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone prints
+
+    try:
+        plan = _plan(args)  # flags, config files and the run directory, checked before torch loads
+    except ConfigError as e:
+        if main_rank:
+            print(f"nesterov train: error: {e}", file=sys.stderr)
+        return 2
+    if plan is None:  # --resume of a finished run
+        return 0
+    cfg, out, given = plan
+    missing = missing_extras(cfg, not args.no_progress)
+    if missing:
+        print(extras_error("nesterov train", missing), file=sys.stderr)
+        return 2
+    if main_rank:
+        what = "resume" if args.resume else "start "
+        print(f"{what} {cfg.dataset} / {cfg.model} / {cfg.optimizer}, seed {cfg.seed} -> {out} (importing torch)",
+              file=sys.stderr, flush=True)
 
     from . import dist as D
     from .loop import run
@@ -128,56 +224,66 @@ def train_main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        return _train(args, dist, run)
+        return _train(args, dist, run, cfg, out)
     finally:
         if dist.world > 1:
             D.finish()
 
 
-def _train(args, dist, run) -> int:
+def _plan(args):
+    """(config, run directory, flags given), checked without torch; None when --resume finds the run complete."""
+    if args.resume:
+        out = Path(args.resume)
+        if not (out / "config.toml").is_file():
+            raise ConfigError(f"--resume {out}: no config.toml there (not a run directory?)")
+        if args.overwrite:
+            raise ConfigError("--overwrite: not with --resume (which continues the run in place)")
+        _, given = _config_from(args, single=True)
+        cfg = Config.from_dict(load_toml(out / "config.toml"), where=str(out / "config.toml"))
+        # repeating the run's own flags is fine; changing what it computes is not
+        bad = sorted(k for k, v in given.items() if k not in _RESUME_OK and getattr(cfg, k) != v)
+        bad += (["config"] if args.config else []) + (["out"] if args.out else [])
+        if bad:
+            raise ConfigError(f"--resume continues the run exactly as in {out / 'config.toml'}; drop "
+                              + ", ".join("--" + b.replace("_", "-") for b in bad))
+        cfg = checked(cfg.updated(**{k: given[k] for k in given}), given, None)
+        summary = out / "summary.json"
+        if summary.is_file() and (out / "last.pt").is_file():
+            import json
+
+            s = json.loads(summary.read_text())
+            if s.get("status") == "completed" and s.get("steps") == cfg.steps:
+                if os.environ.get("RANK", "0") == "0":
+                    print(f"{out} is already complete: test accuracy {_pct(s.get('test_accuracy'))} "
+                          f"after {s.get('steps')} steps")
+                return None
+        return cfg, out, given
+    cfg, given = _config_from(args, single=True)
+    checked(cfg, given, args.config)
+    out = Path(args.out) if args.out else _default_out(cfg)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    found = _existing_run(out)
+    if found and not args.overwrite:
+        raise ConfigError(f"--out {out}: already holds a run ({', '.join(found)}); continue it with --resume {out} "
+                          "or replace it with --overwrite")
+    return cfg, out, given
+
+
+def _train(args, dist, run, cfg, out) -> int:
     quiet = not dist.main
     try:
-        if args.resume:
-            out = Path(args.resume)
-            if not (out / "config.toml").is_file():
-                raise ConfigError(f"--resume {out}: no config.toml there (not a run directory?)")
-            _, given = _config_from(args, single=True)
-            cfg = Config.from_dict(load_toml(out / "config.toml"), where=str(out / "config.toml"))
-            # repeating the run's own flags is fine; changing what it computes is not
-            bad = sorted(k for k, v in given.items() if k not in _RESUME_OK and getattr(cfg, k) != v)
-            bad += (["config"] if args.config else []) + (["out"] if args.out else [])
-            if bad:
-                raise ConfigError(f"--resume continues the run exactly as in {out / 'config.toml'}; drop "
-                                  + ", ".join("--" + b.replace("_", "-") for b in bad))
-            cfg = cfg.updated(**{k: given[k] for k in given})
-            summary = out / "summary.json"
-            if summary.is_file() and (out / "last.pt").is_file():
-                import json
+        if dist.world > 1 and not args.resume:  # every rank writes under the name rank 0 chose
+            import torch.distributed
 
-                s = json.loads(summary.read_text())
-                if s.get("status") == "completed" and s.get("steps") == cfg.steps:
-                    if not quiet:
-                        print(f"{out} is already complete: test accuracy {_pct(s.get('test_accuracy'))} "
-                              f"after {s.get('steps')} steps")
-                    return 0
-        else:
-            cfg, _ = _config_from(args, single=True)
-            cfg.check()
-            out = Path(args.out) if args.out else _default_out(cfg)
-            if dist.world > 1:  # every rank writes under the name rank 0 chose
-                import torch.distributed
-
-                box = [str(out)]
-                torch.distributed.broadcast_object_list(box, src=0)
-                out = Path(box[0])
+            box = [str(out)]
+            torch.distributed.broadcast_object_list(box, src=0)
+            out = Path(box[0])
         result = run(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
     except (ConfigError, ValueError, OSError) as e:
         if not quiet:
             print(f"nesterov train: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before the first step (data, model); the loop handles its own
-        print("\nnesterov train: interrupted", file=sys.stderr)
-        return 130
     s = result.summary
     if result.exit_code == 130:
         return 130

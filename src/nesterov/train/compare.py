@@ -6,21 +6,22 @@ from the training set (the test set is never looked at to choose).  Runs go seed
 every optimizer in turn, so a slow spell on a shared machine hits all optimizers alike.
 
 Writes ``compare.csv`` (the table), ``runs.csv`` (one row per run), ``history.csv`` (every evaluation of every
-run), ``sweep.csv`` (with ``--sweep``) and ``compare.png`` (test accuracy vs seconds and vs steps).
+run), ``sweep.csv`` (with ``--sweep``), ``compare.png`` (test accuracy vs seconds and vs steps) and ``config.toml``:
+what every run of the race shared, in the format ``--config`` reads (``nesterov compare --config`` repeats the
+race, ``nesterov train --config ... --optimizer NAME --lr LR`` one run of it).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 from ..data import Dataset, carve_split, is_text, load_dataset
-from .config import Config, ConfigError
+from .config import Config, ConfigError, dump_toml
 from .loop import n_train as _n_train
 from .loop import resolve_device, run
 from .optimizers import OPTIMIZERS, OptimizerError, available, resolve_hparams
@@ -150,7 +151,7 @@ def compare(names, base: Config, seeds: int, *, sweep: bool = False, lrs: dict |
                       "steps_to_target_mean": st_m, "seconds_to_target_mean": sec_m,
                       "seconds_to_target_sd": sec_sd, "seconds_mean": tot_m,
                       "diverged": sum(r["status"] != "completed" for r in rs)})
-    result = {"table": table, "runs": runs, "curves": curves, "sweep": sweep_rows, "config": resolved}
+    result = {"table": table, "runs": runs, "curves": curves, "sweep": sweep_rows, "config": resolved, "base": base}
     if out is not None:
         _write(Path(out), result, resolved)
     return result
@@ -183,7 +184,23 @@ def _write(out: Path, result: dict, cfg: Config) -> None:
         plot_compare(curves, out / "compare.png", target=cfg.target_loss if text else cfg.target_accuracy,
                      title=f"{cfg.dataset} / {cfg.model}, {cfg.steps} steps of batch {cfg.batch_size}",
                      key="test_loss" if text else "test_accuracy")
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    (out / "config.toml").write_text(race_toml(result["base"], cfg, result["table"]))
+
+
+# keys that differ from run to run of a race (or are chosen per optimizer): not in its config.toml
+_PER_RUN = ("optimizer", "lr", "seed", "momentum", "weight_decay")
+
+
+def race_toml(base: Config, resolved: Config, table: list[dict]) -> str:
+    """What every run of the race shared (the resolved length, batch and schedule; momentum and weight decay
+    only where the user set them, else each optimizer's own), as a TOML file ``--config`` reads back."""
+    d = {k: v for k, v in resolved.to_dict().items() if k not in _PER_RUN and k != "epochs"}
+    d.update({k: getattr(base, k) for k in ("momentum", "weight_decay") if getattr(base, k) is not None})
+    seeds = sorted({r["seeds"] for r in table}) if table else []
+    header = ("nesterov compare: what every run of this race shared; pass it back with --config\n"
+              + "".join(f"{t['optimizer']}: lr {t['lr']:g}\n" for t in table)
+              + (f"seeds: {seeds[0]} from {resolved.seed}" if seeds else ""))
+    return dump_toml(d, header.rstrip("\n"))
 
 
 def format_table(table: list[dict]) -> str:
@@ -230,11 +247,13 @@ def _parse_lrs(text: str) -> dict:
 
 
 def compare_cli(argv, add_run_flags, config_from) -> int:
-    import argparse
+    from .cli import Parser, checked, extras_error, missing_extras, version, wants_help
 
-    p = argparse.ArgumentParser(prog="nesterov compare",
-                                description="Race optimizers on one dataset and model over several seeds; print a "
-                                            "table and write compare.csv and compare.png.")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = Parser(prog="nesterov compare",
+               description="Race optimizers on one dataset and model over several seeds; print a table and write "
+                           "compare.csv, compare.png and config.toml (what the runs shared; --config reads it).")
+    p.add_argument("--version", action="version", version=version())
     g = p.add_argument_group("race")
     g.add_argument("--optimizers", help=f"comma-separated (default: those of {','.join(DEFAULT_OPTIMIZERS)} "
                                         "that are installed)")
@@ -244,16 +263,47 @@ def compare_cli(argv, add_run_flags, config_from) -> int:
     g.add_argument("--sweep", action="store_true",
                    help=f"pick each lr from {{{', '.join(f'{f:.3g}' for f in SWEEP_FACTORS)}}} x its default by "
                         f"accuracy on a validation split carved from the training set")
-    g.add_argument("--out", metavar="DIR", help="output directory (default runs/compare-<time>)")
-    add_run_flags(p, single=False)
+    g.add_argument("--out", metavar="DIR", help="output directory (default runs/compare-<time>); an existing race "
+                                                "there is refused unless --overwrite")
+    g.add_argument("--overwrite", action="store_true", help="replace the race already in --out")
+    add_run_flags(p, single=False, describe=wants_help(argv))
     args = p.parse_args(argv)
     try:
-        ok, missing = available()
-        if args.optimizers:
+        # everything that needs no torch first: a bad flag fails at once, before the first line
+        names = None
+        if args.optimizers is not None:  # an empty list is a mistake, not a request for the default race
             names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+            if not names:
+                raise ConfigError(f"--optimizers: empty; give a comma-separated list of: {', '.join(OPTIMIZERS)}")
             unknown = [n for n in names if n not in OPTIMIZERS]
             if unknown:
-                raise ConfigError(f"--optimizers: unknown {', '.join(unknown)}; valid: {', '.join(ok)}")
+                raise ConfigError(f"--optimizers: unknown {', '.join(unknown)}; valid: {', '.join(OPTIMIZERS)}")
+            if len(set(names)) != len(names):
+                raise ConfigError("--optimizers: a name is repeated")
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
+        lrs = _parse_lrs(args.lr) if args.lr else {}
+        for name, lr in lrs.items():
+            if not lr > 0:
+                raise ConfigError(f"--lr: {name}={lr} must be > 0")
+        if names is not None and set(lrs) - set(names):
+            raise ConfigError(f"--lr: {', '.join(sorted(set(lrs) - set(names)))} not among --optimizers "
+                              f"({', '.join(names)})")
+        base, given = config_from(args, single=False)
+        base = checked(dataclasses.replace(base, seed=args.seed), {**given, "seed": args.seed}, args.config)
+        out = Path(args.out) if args.out else Path(f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+        found = [f for f in ("compare.csv", "config.toml") if (out / f).exists()]
+        if found and not args.overwrite:
+            raise ConfigError(f"--out {out}: already holds a race ({', '.join(found)}); replace it with --overwrite")
+        absent_modules = missing_extras(base, False)
+        if absent_modules:
+            print(extras_error("nesterov compare", absent_modules), file=sys.stderr)
+            return 2
+        print(f"start  {base.dataset} / {base.model}, seeds {args.seed}..{args.seed + args.seeds - 1} -> {out} "
+              "(importing torch)", file=sys.stderr, flush=True)
+
+        ok, missing = available()
+        if names is not None:
             absent = [n for n in names if n in missing]
             if absent:
                 raise ConfigError(f"--optimizers: not available in this installation: {', '.join(absent)} "
@@ -263,21 +313,10 @@ def compare_cli(argv, add_run_flags, config_from) -> int:
             skipped = [n for n in DEFAULT_OPTIMIZERS if n in missing]
             if skipped:
                 print(f"note: not installed yet, skipped: {', '.join(skipped)}", file=sys.stderr)
-        if len(set(names)) != len(names):
-            raise ConfigError("--optimizers: a name is repeated")
-        if args.seeds < 1:
-            raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
-        lrs = _parse_lrs(args.lr) if args.lr else {}
         extra = sorted(set(lrs) - set(names))
         if extra:
             raise ConfigError(f"--lr: {', '.join(extra)} not among --optimizers ({', '.join(names)})")
-        for name, lr in lrs.items():
-            if not lr > 0:
-                raise ConfigError(f"--lr: {name}={lr} must be > 0")
-        base, _ = config_from(args, single=False)
-        base = dataclasses.replace(base, seed=args.seed)
         base.check()
-        out = Path(args.out) if args.out else Path(f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
         result = compare(names, base, args.seeds, sweep=args.sweep, lrs=lrs, out=out)
     except (ConfigError, OptimizerError, ValueError, OSError) as e:
         print(f"nesterov compare: error: {e}", file=sys.stderr)
@@ -289,5 +328,5 @@ def compare_cli(argv, add_run_flags, config_from) -> int:
     print(f"{cfg.dataset} / {cfg.model}: {cfg.steps} steps of batch {cfg.batch_size}, {cfg.schedule}, "
           f"{args.seeds} seed(s){', lrs from a validation sweep' if args.sweep else ''}")
     print(format_table(result["table"]))
-    print(f"wrote {out / 'compare.csv'}, {out / 'compare.png'}")
+    print(f"wrote {out / 'compare.csv'}, {out / 'compare.png'}, {out / 'config.toml'}")
     return 0

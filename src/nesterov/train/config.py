@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import re
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..data import AUGMENTS, DATASETS, is_text, valid_spec
-from ..models import MODELS, OPTIONS, TEXT_MODELS
-from .optimizers import OptimizerError, resolve_hparams
+# Nothing here imports torch: the command line checks a config before it loads torch or data.
+from .names import AUGMENTS, DATASETS, OPTIONS, TEXT_MODELS, is_text, valid_spec
+from .names import MODEL_NAMES as MODELS
+from .optimizers import OptimizerError, check_known, resolve_hparams
 from .schedules import SCHEDULES
 
-__all__ = ["Config", "ConfigError", "DATASET_DEFAULTS", "load_toml", "dump_toml"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, from PyPI (the [train] extra requires it on 3.10)
+    import tomli as tomllib
+
+__all__ = ["Config", "ConfigError", "DATASET_DEFAULTS", "load_toml", "dump_toml", "run_toml"]
 
 
 class ConfigError(ValueError):
@@ -85,8 +92,11 @@ class Config:
     def updated(self, **changes) -> "Config":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def check(self) -> "Config":
-        """Validate every field; raise ConfigError naming the key and the accepted values."""
+    def check(self, imports: bool = True) -> "Config":
+        """Validate every field; raise ConfigError naming the key and the accepted values.
+
+        ``imports=False`` checks the optimizer's name against the table without importing it (so without torch).
+        """
         if not valid_spec(self.dataset):
             raise ConfigError(f"dataset: unknown {self.dataset!r}; valid: {', '.join(DATASETS)}")
         if self.model not in MODELS:
@@ -115,7 +125,7 @@ class Config:
         if self.target_loss is not None and not (math.isfinite(self.target_loss) and self.target_loss > 0):
             raise ConfigError(f"target_loss: must be a finite number > 0, got {self.target_loss}")
         try:
-            resolve_hparams(self.optimizer)
+            check_known(self.optimizer) if not imports else resolve_hparams(self.optimizer)
         except OptimizerError as e:
             raise ConfigError(f"optimizer: {e}") from None
         if self.schedule not in SCHEDULES:
@@ -143,7 +153,9 @@ class Config:
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ConfigError(f"target_accuracy: must be a fraction in (0, 1], got {self.target_accuracy} "
                               "(write 0.94 for 94 %)")
-        if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**64:
+            raise ConfigError(f"seed: must be an integer in 0 .. 2**64 - 1, got {self.seed!r}")
+        if not (self.device in ("auto", "cpu", "mps") or re.fullmatch(r"cuda(:\d+)?", self.device)):
             raise ConfigError(f"device: unknown {self.device!r}; valid: auto, cpu, cuda, cuda:N, mps")
         return self
 
@@ -237,3 +249,13 @@ def dump_toml(d: dict, header: str = "") -> str:
             s = str(v).replace("\\", "\\\\").replace('"', '\\"')
             lines.append(f'{k} = "{s}"')
     return "\n".join(lines) + "\n"
+
+
+def run_toml(cfg: Config, header: str) -> str:
+    """A resolved config as a run directory's ``config.toml``: ``steps`` decides the length, so ``epochs`` is
+    written as a comment (a file that sets both is refused by ``--config``, as the flags are)."""
+    d = cfg.to_dict()
+    if d.get("steps") is not None and d.get("epochs") is not None:
+        header += f"\nepochs: {d['epochs']:g} (steps / steps per epoch)"
+        d["epochs"] = None
+    return dump_toml(d, header)

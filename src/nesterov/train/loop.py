@@ -25,7 +25,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,7 @@ from ..data import Dataset, epoch_permutation, load_dataset
 from ..models import build_model
 from . import dist as D
 from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Config, dump_toml
+from .config import Config, run_toml
 from .optimizers import make_optimizer
 from .schedules import Schedule
 
@@ -363,7 +365,7 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
     if not dist.main:
         progress, log = False, (lambda msg: None)
     if data is None:
-        data = load_dataset(cfg.dataset, device)
+        data = load_dataset(cfg.dataset, device, log=log)
     else:
         data = data.to(device)
     text = getattr(data, "kind", "classify") == "text"
@@ -394,6 +396,8 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
     if out is not None:
         if dist.main:
             out.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                _clear_run(out)
         last = out / "last.pt"
         if resume and last.exists():
             ck = load_checkpoint(last, map_location=device)
@@ -415,7 +419,7 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
         history = _read_rows(out / "metrics.csv", state["step"])
         if dist.main:
             _write_rows(out / "metrics.csv", history)
-            atomic_write_text(out / "config.toml", dump_toml(cfg.to_dict(), "nesterov train: resolved config"))
+            atomic_write_text(out / "config.toml", run_toml(cfg, "nesterov train: resolved config"))
             if text:
                 atomic_write_text(out / "data.json", json.dumps(
                     {"dataset": cfg.dataset, "sha256": data.sha256, "files": data.files,
@@ -429,9 +433,14 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
     extras += [f"clip-grad {cfg.clip_grad:g}"] if cfg.clip_grad is not None else []
     extras += [f"{dist.world} processes" + (" (FSDP2)" if cfg.fsdp else " (DDP)")] if dist.on else []
     extras = "".join(f"; {e}" for e in extras)
+    threads = torch.get_num_threads()
     log(f"model  {cfg.model}, {n_params:,} parameters; optimizer {cfg.optimizer} lr={cfg.lr:g} "
         f"momentum={cfg.momentum} weight_decay={cfg.weight_decay:g}; {cfg.schedule} schedule; batch {bs}; "
-        f"{cfg.steps} steps ({cfg.epochs:g} epochs); device {device}, {torch.get_num_threads()} threads{extras}")
+        f"{cfg.steps} steps ({epochs_text(cfg.epochs)}); device {device}, {threads} thread{'s' * (threads != 1)}"
+        f"{extras}")
+    if cfg.compile:
+        log("model  torch.compile: the first steps compile the model (tens of seconds on a CPU; cached on disk for "
+            "the next run)")
 
     bar = None
     if progress:
@@ -440,6 +449,9 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
         bar = tqdm(total=cfg.steps, initial=state["step"], unit="step", dynamic_ncols=True, leave=True,
                    file=sys.stderr)
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count since the last evaluation
+    partial = state.pop("partial", None)  # a checkpoint written at Ctrl-C between two evaluations
+    if partial is not None:
+        sums = torch.tensor(partial, dtype=torch.float64, device=device)
     last_test_acc = history[-1]["test_accuracy"] if history else float("nan")
     step = state["step"]
     status, exit_code, message = "completed", 0, ""
@@ -447,7 +459,13 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
     t0 = time.perf_counter() - state["seconds"]
     step0, el0 = step, state["seconds"]  # throughput counts this process's steps only
     ddp = dist.world > 1 and not cfg.fsdp
+    # Ctrl-C sets a flag that the loop reads between two steps (a checkpoint there is exact); a second Ctrl-C
+    # stops at once. Many processes stop at the last evaluation's checkpoint (ranks may see the signal at
+    # different steps, and a checkpoint is a collective).
+    stop = _Interrupt(out is not None and not dist.on)
+    boundary = False
     try:
+        stop.install()
         while step < cfg.steps:
             xb, yb, count = batches.step(step)
             micro = list(zip(xb.tensor_split(cfg.grad_accum), yb.tensor_split(cfg.grad_accum)))
@@ -490,6 +508,9 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
                                         f"{100 * sums[1].item() / max(sums[2].item(), 1):.1f}%  test {test_str}  "
                                         f"{rate:,.0f} {'seq' if text else 'ex'}/s", refresh=False)
             if step % cfg.eval_every and step != cfg.steps:
+                if stop.requested:
+                    boundary = True
+                    raise KeyboardInterrupt
                 continue
             # ---- evaluation point: check, evaluate, record, checkpoint
             dist.all_sum(sums)
@@ -519,17 +540,31 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
             state["step"], state["seconds"] = step, seconds
             if out is not None:
                 _checkpoint(out, dist, cfg, model, opt, sched, scaler, state, row, improved)
+            if stop.requested and step < cfg.steps:
+                boundary = True
+                raise KeyboardInterrupt
     except TrainingDiverged as e:
         status, exit_code, message = "diverged", 1, str(e)
         if out is not None and (out / "last.pt").exists():
             message += f" The last good checkpoint (step {state['step']}) is kept in {out / 'last.pt'}."
     except KeyboardInterrupt:
+        stop.uninstall()
         if bar is not None:
             bar.close()
-        where = f"; continue with: nesterov train --resume {out}" if out is not None else ""
-        log(f"\ninterrupted at step {step}; last checkpoint at step {state['step']}{where}")
+        if boundary and out is not None and step > state["step"]:  # a whole step: checkpoint exactly here
+            state.update(step=step, seconds=round(time.perf_counter() - t0, 4), partial=sums.tolist())
+            _checkpoint(out, dist, cfg, model, opt, sched, scaler, state, None, False)
+            state.pop("partial")
+        if out is None:
+            where = ""
+        elif (out / "last.pt").exists():
+            where = f"; checkpoint at step {state['step']}; continue with: nesterov train --resume {out}"
+        else:
+            where = f", before the first checkpoint; start again with: nesterov train --resume {out}"
+        log(f"\ninterrupted at step {step}{where}")
         return Result({"status": "interrupted", "steps": state["step"]}, history, 130)
     finally:
+        stop.uninstall()
         if bar is not None:
             bar.close()
 
@@ -574,7 +609,8 @@ def _no_sync(net):
 
 
 def _checkpoint(out: Path, dist: D.Dist, cfg: Config, model, opt, sched, scaler, state, row, improved) -> None:
-    """Append the metrics row and write ``last.pt`` (and ``best.pt``) atomically; rank 0 writes files."""
+    """Append the metrics row (``row=None``: none, a checkpoint between evaluations) and write ``last.pt`` (and
+    ``best.pt``) atomically; rank 0 writes files."""
     common = {"scheduler": sched.state_dict(), "rng": rng_state(), "state": dict(state), "config": cfg.to_dict(),
               "metrics": row, "scaler": scaler.state_dict() if scaler is not None else None}
     if cfg.fsdp:
@@ -583,9 +619,10 @@ def _checkpoint(out: Path, dist: D.Dist, cfg: Config, model, opt, sched, scaler,
         ck = {**common, "dcp": name}
     else:
         ck = {**common, "model": model.state_dict(), "optimizer": opt.state_dict()} if dist.main else None
-    if dist.main:
+    if dist.main and row is not None:
         with open(out / "metrics.csv", "a") as f:
             f.write(",".join(_fmt(row.get(k, float("nan"))) for k in METRIC_COLUMNS) + "\n")
+    if dist.main:
         if improved and not cfg.fsdp:
             save_checkpoint(out / "best.pt", ck)
         save_checkpoint(out / "last.pt", ck)
@@ -593,3 +630,45 @@ def _checkpoint(out: Path, dist: D.Dist, cfg: Config, model, opt, sched, scaler,
             for old in out.glob("dcp-*"):
                 if old.name != ck["dcp"]:
                     shutil.rmtree(old, ignore_errors=True)
+
+
+class _Interrupt:
+    """SIGINT as a request to stop at the next step boundary (``requested``); a second SIGINT raises at once.
+
+    Installed only where it can be (the main thread, torch's default handler in place) and useful (a run that
+    writes checkpoints); elsewhere Ctrl-C raises KeyboardInterrupt as usual.
+    """
+
+    def __init__(self, wanted: bool):
+        self.wanted, self.requested, self._previous = wanted, False, None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def install(self) -> None:
+        if (self.wanted and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what an earlier run left in ``out`` (a fresh run there must not resume or report it)."""
+    for name in ("config.toml", "metrics.csv", "last.pt", "best.pt", "summary.json", "curves.png", "data.json"):
+        (out / name).unlink(missing_ok=True)
+    for old in out.glob("dcp-*"):
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def epochs_text(epochs: float) -> str:
+    """``5 epochs``, ``1 epoch``, ``9.1 epochs``, ``0.27 epochs``: what a reader needs, not 9.0909."""
+    if epochs == round(epochs):
+        n = int(round(epochs))
+        return f"{n} epoch{'s' * (n != 1)}"
+    return f"{epochs:.2g} epochs" if epochs < 1 else f"{epochs:.1f} epochs"

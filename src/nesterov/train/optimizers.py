@@ -12,10 +12,12 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # the table and the name checks stay importable without torch (the CLI checks flags first)
+    from torch import nn
 
-__all__ = ["OPTIMIZERS", "OptimizerError", "available", "make_optimizer", "resolve_hparams"]
+__all__ = ["OPTIMIZERS", "OptimizerError", "available", "check_known", "make_optimizer", "resolve_hparams"]
 
 
 class OptimizerError(ValueError):
@@ -66,10 +68,14 @@ def available() -> tuple[list[str], dict[str, str]]:
     return ok, missing
 
 
-def _check_name(name: str):
+def check_known(name: str) -> None:
+    """Raise OptimizerError unless ``name`` is in the table (imports nothing)."""
     if name not in OPTIMIZERS:
-        ok, _ = available()
-        raise OptimizerError(f"unknown optimizer {name!r}; valid: {', '.join(ok)}")
+        raise OptimizerError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def _check_name(name: str):
+    check_known(name)
     try:
         return _load(name)
     except Exception as e:  # noqa: BLE001
