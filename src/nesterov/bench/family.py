@@ -28,6 +28,7 @@ def nadamw_spec() -> BenchSpec:
         },
         bytes_per_param=lambda pb, sb: 3 * pb + 4 * sb,  # read p, g, m, v; write p, m, v
         reference="torch AdamW fused",
+        extra={"hp": hp},
     )
 
 
@@ -42,20 +43,23 @@ def adan_spec() -> BenchSpec:
         },
         bytes_per_param=lambda pb, sb: 3 * pb + 8 * sb,  # read p, g, m, n, d, g_prev; write p, m, n, d, g_prev
         reference="torch AdamW fused",
+        extra={"hp": hp},
     )
 
 
 def lars_spec() -> BenchSpec:
     from nesterov import LARS
 
-    hp = dict(lr=1.0, momentum=0.9, weight_decay=1e-4)
+    hp = dict(lr=1.0, momentum=0.9, weight_decay=1e-4, trust_coefficient=1e-3)
     return BenchSpec(
         ours=lambda params, **kw: LARS(params, **hp, **kw),
         torch_alternatives={  # torch has no LARS: Nesterov SGD fused, the same step without trust ratios
-            "torch SGD fused": lambda ps: torch.optim.SGD(ps, **hp, nesterov=True, fused=True),
+            "torch SGD fused": lambda ps: torch.optim.SGD(ps, lr=hp["lr"], momentum=hp["momentum"],
+                                                          weight_decay=hp["weight_decay"], nesterov=True, fused=True),
         },
         bytes_per_param=lambda pb, sb: 5 * pb + 2 * sb,  # norms: read p, g; update: read p, g, b, write p, b
         reference="torch SGD fused",
+        extra={"hp": hp},
     )
 
 
@@ -71,4 +75,5 @@ def lamb_spec() -> BenchSpec:
         # pass 1: read p, g, m, v, write m, v (norms of p and r); pass 2: read p, m, v, write p
         bytes_per_param=lambda pb, sb: 4 * pb + 6 * sb,
         reference="torch AdamW fused",
+        extra={"hp": hp},
     )

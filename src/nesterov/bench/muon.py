@@ -67,6 +67,7 @@ def muon_spec():
     """The ``muon`` row of ``nesterov bench step`` (a :class:`nesterov.bench.step.BenchSpec`)."""
     from nesterov import Muon
     from nesterov.bench.step import BenchSpec
+    from nesterov.optim.muon import AUX
 
     hp = dict(lr=0.02, momentum=0.95, weight_decay=0.0)
 
@@ -84,6 +85,7 @@ def muon_spec():
         bytes_per_param=lambda pb, sb: 3 * pb + 2 * sb,
         reference="torch Muon bf16 NS + NAdam",
         backends=("ns-default", "ns-float32"),
+        extra={"hp": {**hp, "aux": AUX["nadamw"][1]}},  # the auxiliary rule's defaults, for the peers
     )
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -57,6 +59,7 @@ def _nag_spec() -> BenchSpec:
         bytes_per_param=lambda pb, sb: 3 * pb + 2 * sb,  # read p, g, b; write p, b
         reference="torch SGD fused",
         backends=("eager", "foreach", "compile", "torch", "auto"),
+        extra={"hp": hp},
     )
 
 
@@ -114,6 +117,8 @@ class Contender:
     cold_s: float | None = None
     note: str = ""
     coefficients: list[torch.Tensor] | None = None  # --iteration: loss = Σ (c_i · p_i).sum()
+    peer: bool = False
+    restore_grads: bool = False  # it writes into (or consumes) p.grad: reset before each step, untimed
 
 
 def _make_params(shapes, device, dtype, seed=0) -> list[torch.nn.Parameter]:
@@ -126,13 +131,28 @@ def _make_params(shapes, device, dtype, seed=0) -> list[torch.nn.Parameter]:
     return params
 
 
-def _timed_step(c: Contender, device) -> float:
+def _grads_differ(c: Contender, grads: list[torch.Tensor]) -> bool:
+    return any(p.grad is None or not torch.equal(p.grad, g) for p, g in zip(c.params, grads))
+
+
+def _restore(c: Contender, grads: list[torch.Tensor]) -> None:
+    for p, g in zip(c.params, grads):
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)
+
+
+def _timed_step(c: Contender, device, grads: list[torch.Tensor] | None = None) -> float:
     """One step, or with ``--iteration`` a whole iteration: zero_grad, backward, step.
 
     The iteration's model is ``Σ (c_i · p_i).sum()``: its backward produces one fresh gradient per
     parameter, as any model's does, for the least compute, so what differs between contenders is how
-    the gradients land and the step itself.
+    the gradients land and the step itself. A contender that writes into ``p.grad`` (or takes it away)
+    gets the same gradients back before each step, outside the timed region.
     """
+    if c.restore_grads and grads is not None:
+        _restore(c, grads)
     _sync(device)
     t0 = time.perf_counter()
     if c.coefficients is not None:
@@ -144,9 +164,124 @@ def _timed_step(c: Contender, device) -> float:
     return time.perf_counter() - t0
 
 
-def run_step_bench(args) -> dict:
+# -- rough edges: progress, warnings, load ---------------------------------------------------------
+class _Progress:
+    """Lines to stderr while a long run goes: what starts, what finished and how long it took."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def __call__(self, message: str, end: str = "\n") -> None:
+        if not self.quiet:
+            print(message, end=end, file=sys.stderr, flush=True)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def quiet_known_noise() -> None:
+    """Silence two messages every run printed, and nothing else.
+
+    Dynamo logs "Profiler record function ... will be ignored" when it traces ``torch.optim``'s
+    ``step`` (wrapped in ``record_function`` for the profiler) for the "torch ... compiled" rows: the
+    annotation is dropped from the compiled graph, which is what a benchmark wants. Inductor's lowering
+    calls the deprecated ``torch._prims_common.check`` while compiling heavyball's kernels. A filter on
+    the one logger / the one message, so every other warning still shows.
+    """
+    logger = logging.getLogger("torch._dynamo.variables.ctx_manager")
+    if not any(isinstance(f, _DropMessage) for f in logger.filters):
+        logger.addFilter(_DropMessage("Profiler record function %s will be ignored"))
+    warnings.filterwarnings("ignore", message=r"`torch\._prims_common\.check` is deprecated", category=FutureWarning)
+
+
+LOAD_TOLERANCE = 0.2
+
+
+def relative_change(before: float, after: float) -> float:
+    """How far two positive measurements are apart, as a fraction of the smaller (symmetric)."""
+    return max(before, after) / min(before, after) - 1.0
+
+
+def load_warning(triad_start: float, triad_end: float, ref_start_s: float, ref_end_s: float,
+                 ref_name: str, tolerance: float = LOAD_TOLERANCE) -> str | None:
+    """A warning when the triad bandwidth (GB/s) or the reference step (seconds) measured before and
+    after the timed rounds moved by more than ``tolerance``: the machine was busy with something else."""
+    moved = [relative_change(triad_start, triad_end), relative_change(ref_start_s, ref_end_s)]
+    if max(moved) <= tolerance:
+        return None
+    return (f"warning: the machine was visibly loaded during the measurement (more than {tolerance:.0%} "
+            f"apart, start → end): triad {triad_start:.1f} → {triad_end:.1f} GB/s, {ref_name} "
+            f"{format_duration(ref_start_s)} → {format_duration(ref_end_s)}; absolute times are unreliable, "
+            f"ratios less so (round-robin)")
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` in the unit that shows three significant digits: µs, ms or s."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.3g} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds:.3g} s"
+
+
+def _ms(value: float) -> str:
+    """A milliseconds cell with at least three significant digits (0.00412, 0.412, 41.2, 4120)."""
+    return f"{value:.3f}" if value >= 0.1 else f"{value:.3g}"
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def _fail(message: str) -> int:
+    print(f"nesterov bench step: error: {message}", file=sys.stderr)
+    return 2
+
+
+class BadArgument(ValueError):
+    """An argument the bench cannot run with; the message names it."""
+
+
+def check_args(args) -> None:
+    """Raise :class:`BadArgument` naming the first argument that cannot be run."""
     if args.optimizer not in OPTIMIZERS:
-        raise SystemExit(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {args.optimizer!r}")
+        raise BadArgument(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {args.optimizer!r}")
+    for name, low in (("repeats", 1), ("warmup", 0), ("threads", 1), ("numel", 1)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise BadArgument(f"--{name} must be an integer >= {low}; got {value}")
+    if not args.auto_wait >= 0:
+        raise BadArgument(f"--auto-wait must be >= 0 seconds; got {args.auto_wait}")
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError):
+        raise BadArgument(f"--device must be a torch device such as cpu or cuda; got {args.device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadArgument(f"--device {args.device}: no CUDA device is available here (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BadArgument(f"--device {args.device}: there are {torch.cuda.device_count()} CUDA devices")
+    if device.type not in ("cpu", "cuda"):
+        raise BadArgument(f"--device must be cpu or cuda; got {args.device!r}")
+
+
+def _drift_probe(c: Contender, device, grads, numel, dtype, samples: int) -> tuple[float, float]:
+    """(triad GB/s, median seconds of the reference step): the machine's state right now."""
+    bandwidth = triad_bandwidth(numel, device, dtype, samples)
+    step = statistics.median(_timed_step(c, device, grads) for _ in range(samples))
+    return bandwidth / 1e9, step
+
+
+def run_step_bench(args) -> dict:
+    check_args(args)
+    quiet_known_noise()
+    say = _Progress(getattr(args, "quiet", False))
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -170,31 +305,74 @@ def run_step_bench(args) -> dict:
             continue
         params = _make_params(shapes, device, dtype)
         contenders.append(Contender(name, params, spec.ours(params, backend=backend, state_dtype=state_dtype)))
+    peer_lines: list[str] = []
+    if getattr(args, "peers", False):
+        from nesterov.bench.peers import peers_for
 
+        peers, peer_lines = peers_for(args.optimizer)
+        for peer in peers:
+            if wanted and peer.name not in wanted:
+                continue
+            params = _make_params(shapes, device, dtype)
+            contenders.append(Contender(peer.name, params, peer.make(params, spec.extra["hp"]), note=peer.note,
+                                        peer=True))
+    if not contenders:
+        raise BadArgument(f"--only {args.only!r} names no contender of {args.optimizer}")
+
+    # The reference for the load check: torch's row when it runs, else a private instance of it.
+    ref = next((c for c in contenders if c.name == spec.reference), None)
+    probe = ref
+    if probe is None:
+        params = _make_params(shapes, device, dtype)
+        probe = Contender(spec.reference, params, spec.torch_alternatives[spec.reference](params))
+        _timed_step(probe, device)
+
+    grads = None
     if args.iteration:
         for c in contenders:
             gen = torch.Generator().manual_seed(1)
             c.coefficients = [torch.randn(p.shape, generator=gen).to(device, dtype) * 1e-3 for p in c.params]
+    else:  # every contender starts from these gradients (the same seed)
+        grads = [p.grad.detach().clone() for p in _make_params(shapes, device, dtype)]
+
+    say(f"bench step: {args.optimizer} on {args.shapes} shapes ({numel / 1e6:.2f}M params): {len(contenders)} "
+        f"contenders, first step, {args.warmup} warm-up and {args.repeats} timed rounds")
+    for line in peer_lines:
+        say(f"  {line}")
     # Cold start: the first step of each, compilation included.
     for c in contenders:
+        say(f"  first step: {c.name} ...", end="")
         c.cold_s = _timed_step(c, device)
+        if grads is not None and _grads_differ(c, grads):
+            c.restore_grads = True
+            _restore(c, grads)
+        say(f" {format_duration(c.cold_s)}")
     # ``auto`` compiles in the background; say when its kernel took over (bounded wait, reported).
     for c in contenders:
         if c.name.startswith("nesterov auto"):
+            say(f"  {c.name}: waiting up to {args.auto_wait:g} s for its background compile ...")
             c.note = _auto_note(c, args.auto_wait)
     for _ in range(args.warmup):
         for c in contenders:
-            _timed_step(c, device)
-    for _ in range(args.repeats):
+            _timed_step(c, device, grads)
+    samples = max(3, min(args.repeats, 10))
+    triad_start, ref_start = _drift_probe(probe, device, grads, numel, dtype, samples)
+    t_rounds, last_said = time.perf_counter(), time.perf_counter()
+    for i in range(args.repeats):
         for c in contenders:
-            c.times.append(_timed_step(c, device))
+            c.times.append(_timed_step(c, device, grads))
+        if time.perf_counter() - last_said > 10 and i + 1 < args.repeats:
+            say(f"  timed rounds: {i + 1}/{args.repeats} ({time.perf_counter() - t_rounds:.0f} s)")
+            last_said = time.perf_counter()
+    triad_end, ref_end = _drift_probe(probe, device, grads, numel, dtype, samples)
+    warning = load_warning(triad_start, triad_end, ref_start, ref_end, spec.reference)
+    say(f"  done in {say.elapsed():.0f} s")
 
-    bandwidth = triad_bandwidth(numel, device, dtype, args.repeats)
+    bandwidth = max(triad_start, triad_end) * 1e9  # the floor is the ideal: the better of the two
     param_bytes = torch.empty((), dtype=dtype).element_size()
     state_bytes = torch.empty((), dtype=state_dtype or dtype).element_size()
     floor_bytes = spec.bytes_per_param(param_bytes, state_bytes) * numel
     floor_s = floor_bytes / bandwidth
-    ref = next((c for c in contenders if c.name == spec.reference), None)
     rows = []
     for c in contenders:
         median = statistics.median(c.times)
@@ -206,7 +384,11 @@ def run_step_bench(args) -> dict:
             "vs_floor": median / floor_s,
             "cold_start_ms": c.cold_s * 1e3,
             "note": c.note,
+            "peer": c.peer,
+            "grads_restored": c.restore_grads,
         })
+    from nesterov.bench.peers import library_versions
+
     return {
         "optimizer": args.optimizer,
         "measured": "zero_grad + backward + step" if args.iteration else "step",
@@ -218,9 +400,14 @@ def run_step_bench(args) -> dict:
         "device": str(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "peers": library_versions() if getattr(args, "peers", False) else None,
+        "peers_skipped": peer_lines,
         "repeats": args.repeats,
         "reference": spec.reference if ref else None,
         "triad_GBps": bandwidth / 1e9,
+        "triad_GBps_start_end": [triad_start, triad_end],
+        "reference_ms_start_end": [ref_start * 1e3, ref_end * 1e3],
+        "load_warning": warning,
         "floor_bytes_per_param": spec.bytes_per_param(param_bytes, state_bytes),
         "floor_ms": floor_s * 1e3,
         "rows": rows,
@@ -255,23 +442,32 @@ def _compiling() -> bool:
 
 
 def format_table(result: dict) -> str:
+    triad_start, triad_end = result["triad_GBps_start_end"]
+    peers = result.get("peers") or {}
+    versions = "".join(f" · {lib} {v}" for lib, v in peers.items() if v)
     lines = [
         f"{result['optimizer']} {result['measured']} · {result['shapes']} shapes: {result['params'] / 1e6:.2f}M params in "
         f"{result['tensors']} tensors · {result['dtype']} params, {result['state_dtype']} state · "
-        f"{result['device']}, {result['threads']} threads · torch {result['torch']}",
-        f"floor: {result['floor_bytes_per_param']} B/param ÷ in-place triad {result['triad_GBps']:.1f} GB/s = "
-        f"{result['floor_ms']:.2f} ms · medians of {result['repeats']} steps",
+        f"{result['device']}, {result['threads']} threads · torch {result['torch']}{versions}",
+        f"floor: {result['floor_bytes_per_param']} B/param ÷ in-place triad {result['triad_GBps']:.1f} GB/s "
+        f"(start {triad_start:.1f}, end {triad_end:.1f}) = {format_duration(result['floor_ms'] / 1e3)} · "
+        f"medians of {result['repeats']} steps",
         "",
         f"{'':36s} {'median ms':>10s} {'GB/s':>7s} {'× ' + (result['reference'] or '-'):>18s} "
-        f"{'× floor':>8s} {'cold start ms':>14s}",
+        f"{'× floor':>8s} {'first step':>11s}",
     ]
     for r in result["rows"]:
         ref = f"{r['vs_reference']:.2f}" if r["vs_reference"] is not None else "-"
+        note = r["note"] + ("; p.grad reset before each step (untimed)" if r.get("grads_restored") else "")
         lines.append(
-            f"{r['name']:36s} {r['median_ms']:10.3f} {r['effective_GBps']:7.1f} {ref:>18s} "
-            f"{r['vs_floor']:8.2f} {r['cold_start_ms']:14.1f}" + (f"  {r['note']}" if r["note"] else "")
+            f"{r['name']:36s} {_ms(r['median_ms']):>10s} {r['effective_GBps']:7.1f} {ref:>18s} "
+            f"{r['vs_floor']:8.2f} {format_duration(r['cold_start_ms'] / 1e3):>11s}"
+            + (f"  {note.lstrip('; ')}" if note else "")
         )
-    lines.append(f"{'bandwidth floor':36s} {result['floor_ms']:10.3f}")
+    lines.append(f"{'bandwidth floor':36s} {_ms(result['floor_ms']):>10s}")
+    lines += [f"({line})" for line in result.get("peers_skipped") or []]
+    if result.get("load_warning"):
+        lines += ["", result["load_warning"]]
     return "\n".join(lines)
 
 
@@ -286,20 +482,26 @@ def step_parser() -> argparse.ArgumentParser:
                     help="with --state-dtype, still time the torch alternatives (their state is full width)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=30, help="timed steps per contender")
+    ap.add_argument("--repeats", type=int, default=30, help="timed steps per contender (>= 1)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--auto-wait", type=float, default=120.0,
                     help="seconds to let auto's background compile finish before timing")
     ap.add_argument("--only", default=None, help="comma-separated contender names to run")
+    ap.add_argument("--peers", action="store_true",
+                    help="also time heavyball's and pytorch-optimizer's version of the rule, where installed")
     ap.add_argument("--iteration", action="store_true",
                     help="time zero_grad(set_to_none=True) + backward + step (gradients landing included)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
     return ap
 
 
 def step_main(argv: list[str]) -> int:
     args = step_parser().parse_args(argv)
-    result = run_step_bench(args)
+    try:
+        result = run_step_bench(args)
+    except BadArgument as e:
+        return _fail(str(e))
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
