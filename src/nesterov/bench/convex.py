@@ -479,10 +479,28 @@ def run_overhead(args):
     return out
 
 
+def check_args(args) -> str | None:
+    """The first bad argument, as one line naming it, or None."""
+    if args.gap >= 1:
+        return (f"--gap must be in (0, 1): the relative gap (F(x) - F*)/(F(x0) - F*) is 1 at the start, so "
+                f"{args.gap:g} counts every method as solved at iteration 0")
+    if not args.gap > 0:
+        return f"--gap must be in (0, 1); got {args.gap:g}"
+    if not args.tol > 0:
+        return f"--tol must be > 0; got {args.tol:g}"
+    for name in ("max_iter", "max_iter_gd", "rows", "cols", "overhead_iters", "batch", "loop", "threads",
+                 "repeat"):
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}"
+    return None
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="nesterov bench convex", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="nesterov bench convex", description=__doc__.replace("``", ""),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench-convex/", help="output folder (default runs/bench-convex/)")
-    ap.add_argument("--gap", type=float, default=1e-8, help="relative objective gap that counts as solved")
+    ap.add_argument("--gap", type=float, default=1e-8,
+                    help="relative objective gap that counts as solved, in (0, 1): 1 at the start (default 1e-8)")
     ap.add_argument("--max-iter", type=int, default=20_000, help="iteration cap for nag, nag+restart, L-BFGS-B")
     ap.add_argument("--max-iter-gd", type=int, default=5_000, help="iteration cap for gd")
     ap.add_argument("--quick", action="store_true", help="four problems only")
@@ -499,13 +517,10 @@ def main(argv=None) -> int:
                     help="torch intra-op threads (default 1: on a shared 2-core machine two OpenMP threads made "
                          "the batched solve 15x slower; L-BFGS-B gets one BLAS thread likewise)")
     args = ap.parse_args(argv)
-    for name in ("gap", "tol"):
-        if not getattr(args, name) > 0:
-            ap.error(f"--{name} must be > 0")
-    for name in ("max_iter", "max_iter_gd", "rows", "cols", "overhead_iters", "batch", "loop", "threads",
-                 "repeat"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    error = check_args(args)
+    if error:
+        print(f"nesterov bench convex: error: {error}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs")
     if args.overhead:
