@@ -128,18 +128,23 @@ def _config_from(args, single: bool) -> tuple[Config, dict]:
     return Config.from_dict(merged, where=args.config or "flags"), given
 
 
+def named(message: str, given: dict, config_file) -> str:
+    """An error ``key: problem`` about a config key, said of the flag (``--seed: ...``) or of the file and key
+    (``c.toml: seed: ...``) that set the value."""
+    key, sep, rest = message.partition(": ")
+    if sep and key in given:
+        return f"--{key.replace('_', '-')}: {rest}"
+    if sep and config_file and key in Config.__dataclass_fields__:
+        return f"{config_file}: {key}: {rest}"
+    return message
+
+
 def checked(cfg: Config, given: dict, config_file) -> Config:
-    """``cfg.check(imports=False)``, its error naming the flag (``--seed: ...``) or the file and key that set
-    the value."""
+    """``cfg.check(imports=False)``, its error naming the flag or the file and key that set the value."""
     try:
         return cfg.check(imports=False)
     except ConfigError as e:
-        key, sep, rest = str(e).partition(": ")
-        if sep and key in given:
-            raise ConfigError(f"--{key.replace('_', '-')}: {rest}") from None
-        if sep and config_file and key in Config.__dataclass_fields__:
-            raise ConfigError(f"{config_file}: {key}: {rest}") from None
-        raise
+        raise ConfigError(named(str(e), given, config_file)) from None
 
 
 def missing_extras(cfg: Config, progress: bool) -> list[str]:
@@ -205,6 +210,7 @@ def train_main(argv: list[str] | None = None) -> int:
     if plan is None:  # --resume of a finished run
         return 0
     cfg, out, given = plan
+    args.given = given
     missing = missing_extras(cfg, not args.no_progress)
     if missing:
         print(extras_error("nesterov train", missing), file=sys.stderr)
@@ -282,7 +288,7 @@ def _train(args, dist, run, cfg, out) -> int:
         result = run(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
     except (ConfigError, ValueError, OSError) as e:
         if not quiet:
-            print(f"nesterov train: error: {e}", file=sys.stderr)
+            print(f"nesterov train: error: {named(str(e), args.given, args.config)}", file=sys.stderr)
         return 2
     s = result.summary
     if result.exit_code == 130:

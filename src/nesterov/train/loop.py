@@ -71,6 +71,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} asked for but CUDA is not available; use --device cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"device: {name!r} asked for but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s): cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device: 'mps' asked for but MPS is not available; use --device cpu")
     return torch.device(name)
