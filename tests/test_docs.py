@@ -18,7 +18,8 @@ What each block gets, by its fence's language:
 - any other language (``text``, ``toml``...): not code.
 
 A block preceded by ``<!-- not run: REASON -->`` is skipped; there may be at most :data:`MAX_NOT_RUN`.
-Identical blocks (the solver's example in README.md and docs/solver.md) run once.
+Identical blocks (the solver's example in README.md and docs/solver.md) run once. Besides: every relative
+link names a file that exists, and README.md stays a tour of at most 250 lines.
 """
 
 from __future__ import annotations
@@ -120,6 +121,23 @@ def test_the_docs_have_examples_and_few_unrun_blocks():
     assert len(not_run) <= MAX_NOT_RUN, f"too many blocks marked not run: {not_run}"
     documented = {" ".join(c) for _, c in ALL_COMMANDS}
     assert CHEAP <= documented, f"CHEAP names commands no doc shows: {CHEAP - documented}"
+
+
+def test_links_point_to_files_that_exist():
+    """Every relative link of the docs names a file of the repository (a moved or missing doc fails here)."""
+    bad = []
+    for path in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+                continue
+            if not (path.parent / target.split("#")[0]).exists():
+                bad.append(f"{path.relative_to(ROOT)}: {target}")
+    assert not bad, f"links to nothing: {bad}"
+
+
+def test_the_readme_is_a_tour():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; the details belong in docs/"
 
 
 # -- python blocks ----------------------------------------------------------------------------------
