@@ -257,10 +257,18 @@ def check_pytest(argv: list[str]) -> None:
 # [kind, target, argv], kind "entry" (module:function of a console script), "module" (python -m) or
 # "script" (python FILE). Prints one JSON line per item: {"ok": bool, "why": str}.
 PARSER = textwrap.dedent(r'''
-    import argparse, contextlib, importlib, io, json, runpy, sys
+    import argparse, contextlib, importlib, io, json, runpy, signal, sys
 
     class Parsed(BaseException):
         pass
+
+    class TooLong(BaseException):  # not an Exception: the program's own handlers cannot swallow it
+        pass
+
+    def too_long(*_):  # a program that never calls parse_args would run for real: stop it
+        raise TooLong()
+
+    signal.signal(signal.SIGALRM, too_long)
 
     original = argparse.ArgumentParser.parse_args
 
@@ -272,6 +280,7 @@ PARSER = textwrap.dedent(r'''
     argparse.ArgumentParser.parse_args = parse_args
     for kind, target, argv in json.loads(sys.stdin.read()):
         err = io.StringIO()
+        signal.alarm(60)
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 if kind == "entry":
@@ -285,12 +294,15 @@ PARSER = textwrap.dedent(r'''
                     sys.argv = [target, *argv]
                     runpy.run_path(target, run_name="__main__")
             result = {"ok": False, "why": "it returned without parsing its arguments with argparse"}
+        except TooLong:
+            result = {"ok": False, "why": "it ran 60 s without parsing its arguments with argparse"}
         except Parsed as done:
             result = {"ok": True, "why": f"parsed by {done.args[0]}"}
         except SystemExit as e:
             result = {"ok": e.code in (0, None), "why": f"exit {e.code}: {err.getvalue().strip()[-600:]}"}
         except Exception as e:
             result = {"ok": False, "why": f"{type(e).__name__}: {e}"}
+        signal.alarm(0)
         print(json.dumps(result), flush=True)
 ''')
 
