@@ -69,30 +69,39 @@ class Block:
 
 
 def blocks_of(path: Path) -> list[Block]:
+    """The fenced code blocks of a markdown file (fences may be indented, as inside a list item)."""
     lines = path.read_text().splitlines()
     found, i = [], 0
     while i < len(lines):
-        m = re.match(r"^(```+)\s*([\w+-]*)\s*$", lines[i])
+        m = re.match(r"^( *)(```+)\s*([\w+-]*)\s*$", lines[i])
         if not m:
             i += 1
             continue
-        fence, lang, start = m.group(1), m.group(2).lower(), i
+        indent, fence, lang, start = len(m.group(1)), m.group(2), m.group(3).lower(), i
         j = i + 1
-        while j < len(lines) and not lines[j].startswith(fence):
+        while j < len(lines) and not lines[j].strip().startswith(fence):
             j += 1
         assert j < len(lines), f"{path.name}:{start + 1}: unclosed code fence"
         k = start - 1
         while k >= 0 and not lines[k].strip():
             k -= 1
         marker = re.match(r"^<!--\s*not run:\s*(.+?)\s*-->$", lines[k].strip()) if k >= 0 else None
-        found.append(Block(str(path.relative_to(ROOT)), start + 1, lang, "\n".join(lines[start + 1:j]) + "\n",
-                           marker.group(1) if marker else None))
+        code = "\n".join(line[indent:] for line in lines[start + 1:j]) + "\n"
+        found.append(Block(str(path.relative_to(ROOT)), start + 1, lang, code, marker.group(1) if marker else None))
         i = j + 1
     return found
 
 
+def first_of_each(blocks: list[Block]) -> list[Block]:
+    """One block per distinct code (the first place it appears)."""
+    seen: dict[str, Block] = {}
+    for b in blocks:
+        seen.setdefault(b.code, b)
+    return list(seen.values())
+
+
 ALL = [b for path in DOCS for b in blocks_of(path)]
-PYTHON = list({b.code: b for b in reversed([b for b in ALL if b.lang == "python" and not b.not_run])}.values())[::-1]
+PYTHON = first_of_each([b for b in ALL if b.lang == "python" and not b.not_run])
 SHELL_BLOCKS = [b for b in ALL if b.lang in SHELL and not b.not_run]
 
 
