@@ -95,10 +95,13 @@ def test_config_toml_round_trip_and_errors(tmp_path):
     assert Config.from_dict(load_toml(path)) == cfg
     assert cfg.target_accuracy == 0.97 and cfg.momentum == 0.9 and cfg.eval_every == 3
     path.write_text('lr = 0.1\nbogus = 3\n')
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['bogus'\]"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) bogus; valid keys: dataset, model"):
+        Config.from_dict(load_toml(path), where=str(path))
+    path.write_text('learning_rate = 0.1\n')
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) learning_rate \(did you mean lr\?\)"):
         Config.from_dict(load_toml(path), where=str(path))
     path.write_text('lr = "fast"\n')
-    with pytest.raises(ConfigError, match="lr has the wrong type"):
+    with pytest.raises(ConfigError, match="lr must be a number, got 'fast'"):
         Config.from_dict(load_toml(path))
     with pytest.raises(ConfigError, match="model: unknown 'vgg'; valid: cnn1d, mlp, linear"):
         Config(model="vgg").check()
@@ -241,3 +244,19 @@ def test_schedules_drive_the_optimizer_lr(schedule):
     lrs = [row["lr"] for row in loop.run(cfg, None, progress=False, log=lambda m: None).history]
     expect = [0.2 * Schedule(schedule, 20, 0.1)(step) for step in range(2, 21, 2)]  # lr for the next step
     assert lrs == pytest.approx(expect)
+
+
+def test_curves_legends_cover_no_plot(tmp_path):
+    """A legend inside a panel covered the start of the loss curve: every legend sits outside every panel."""
+    from nesterov.train.plots import curves_figure
+
+    res = loop.run(Config(**TINY), None, progress=False, log=lambda m: None)
+    fig = curves_figure(res.history, "digits / mlp / nag", target=0.97, label_smoothing=0.1)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 2  # one per column: the loss curves and the accuracy curves
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), (legend.get_texts()[0].get_text(), ax)

@@ -203,6 +203,10 @@ def _npz_arrays(path: str) -> dict[str, np.ndarray]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"{path}: no such file")
+    import zipfile
+
+    if not zipfile.is_zipfile(p):  # else numpy reads it as a pickle and says so, which misleads
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive; write it with numpy.savez)")
     try:
         f = np.load(p, allow_pickle=False)
     except Exception as e:

@@ -45,6 +45,12 @@ FALLBACK_EPOCHS = 20
 MIN_EVALS = 10  # default evaluation interval: once per epoch, or more often so that a run has >= 10 points
 
 
+# names other tools use for a key (the unknown-key error suggests ours)
+_ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "batch": "batch_size",
+            "opt": "optimizer", "optim": "optimizer", "data": "dataset", "lr_schedule": "schedule",
+            "scheduler": "schedule", "max_steps": "steps", "num_epochs": "epochs"}
+
+
 @dataclass
 class Config:
     dataset: str = "mnist1d"
@@ -83,7 +89,14 @@ class Config:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(known)}")
+            import difflib
+
+            def hint(k):
+                m = [_ALIASES[k]] if k in _ALIASES else difflib.get_close_matches(k, known, 1)
+                return f"{k} (did you mean {m[0]}?)" if m else k
+
+            hints = [hint(k) for k in unknown]
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(hints)}; valid keys: {', '.join(known)}")
         cfg = cls()
         for k, v in d.items():
             setattr(cfg, k, _coerce(k, v, known[k].type, where))
@@ -216,7 +229,9 @@ def _coerce(key, value, typ, where):
                 raise TypeError
             return value
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {key} has the wrong type ({value!r}); expected {typ}") from None
+        kind = ("true or false" if typ == "bool" else "an integer" if "int" in typ and "float" not in typ
+                else "a number" if "float" in typ else "a string")
+        raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}") from None
     return value
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_compare", "plot_curves"]
+__all__ = ["curves_figure", "plot_compare", "plot_curves"]
 
 
 def _pyplot():
@@ -19,9 +19,18 @@ def _pyplot():
 def plot_curves(rows: list[dict], path, title: str = "", target: float | None = None,
                 label_smoothing: float = 0.0) -> None:
     """Loss and accuracy against steps (top) and against training seconds (bottom)."""
+    plt = _pyplot()
+    fig = curves_figure(rows, title, target, label_smoothing)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curves_figure(rows: list[dict], title: str = "", target: float | None = None, label_smoothing: float = 0.0):
+    """The figure of :func:`plot_curves`. Each legend sits above its column's top panel, outside every plot, so
+    it never covers a curve (inside, the loss legend covered the start of the loss curve)."""
     smooth = f", label smoothing {label_smoothing:g}" if label_smoothing else ""
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
     for r, xkey, xlabel in ((0, "step", "step"), (1, "seconds", "training wall time (s)")):
         x = [row[xkey] for row in rows]
         ax = axes[r, 0]
@@ -30,7 +39,6 @@ def plot_curves(rows: list[dict], path, title: str = "", target: float | None = 
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("cross-entropy")
-        ax.legend()
         ax.grid(alpha=0.3)
         ax = axes[r, 1]
         ax.plot(x, [100 * row["train_accuracy"] for row in rows], label="train accuracy")
@@ -41,12 +49,13 @@ def plot_curves(rows: list[dict], path, title: str = "", target: float | None = 
         ax.set_ylim(max(0, 100 * min(accs) - 2), 100.5)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy (%)")
-        ax.legend(loc="lower right")
         ax.grid(alpha=0.3)
+    for ax in axes[0]:  # the bottom row draws the same lines against seconds: one legend per column
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.02, 1.0, 0.1), mode="expand", ncol=2, frameon=False,
+                  borderaxespad=0.0, fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def plot_compare(curves: dict[str, list[list[dict]]], path, title: str = "", target: float | None = None,

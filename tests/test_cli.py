@@ -1,0 +1,314 @@
+"""The `nesterov` command as a new user meets it: real subprocesses, real files, real signals."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("cli_bad_inputs", ROOT / "scripts" / "cli_bad_inputs.py")
+BAD = sys.modules.setdefault("cli_bad_inputs", importlib.util.module_from_spec(_spec))  # dataclasses look it up
+_spec.loader.exec_module(BAD)
+
+TINY = ["--dataset", "digits", "--model", "mlp", "--threads", "1", "--no-progress"]
+HEAVY = {"matplotlib", "sklearn", "mnist1d", "tqdm", "rich", "scipy"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _private_cache(tmp_path_factory):
+    """Datasets are cached in a temporary directory (inherited by the subprocesses), not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NESTEROV_CACHE", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("PYTHONUNBUFFERED", "1")
+        yield
+
+
+def nesterov(*argv, timeout=300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nesterov", *argv], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def popen(*argv, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nesterov", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+# ------------------------------------------------------------------------------------------------ install
+def _core_install(tmp_path) -> dict:
+    """The environment of `pip install nesterov` alone, built from this one: a directory of links to the
+    distributions nesterov's own requirements pull in (recursively; extras left out) and this checkout's src/,
+    run with ``python -S`` so nothing else in site-packages is visible. (Here the [test] extra has installed
+    tqdm, which `import torch` itself imports when present, through torch.hub.)"""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    try:
+        tomllib = __import__("tomllib")
+    except ImportError:  # Python 3.10
+        tomllib = __import__("tomli")
+    site = tmp_path / "site"
+    site.mkdir()
+    todo = list(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    seen = set()
+    while todo:
+        req = Requirement(todo.pop())
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        if req.name.lower() in seen:
+            continue
+        seen.add(req.name.lower())
+        try:
+            dist = distribution(req.name)
+        except PackageNotFoundError:
+            continue  # e.g. setuptools on a Python where pip did not install it: not needed to import torch
+        todo += dist.requires or []
+        for top in {f.parts[0] for f in dist.files or () if f.parts and f.parts[0] not in ("..", "__pycache__")}:
+            src = Path(dist.locate_file(top))
+            if src.exists() and not (site / top).exists():
+                (site / top).symlink_to(src)
+    assert {"torch", "numpy"} <= seen
+    return dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{ROOT / 'src'}", PYTHONNOUSERSITE="1")
+
+
+def test_import_nesterov_loads_no_training_stack(tmp_path):
+    env = _core_install(tmp_path)
+    code = ("import nesterov, sys; nesterov.NAG; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'matplotlib','sklearn','mnist1d','tqdm','rich','scipy'}))")
+    p = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0 and p.stdout == "[]\n", p.stderr
+    # in this fuller environment too, nesterov adds none of them to what `import torch` loads by itself
+    torch_alone = subprocess.run([sys.executable, "-c", code.replace("import nesterov, sys; nesterov.NAG",
+                                                                    "import torch, sys")],
+                                 capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == torch_alone.returncode == 0 and p.stdout == torch_alone.stdout, p.stderr
+
+
+def test_an_optimizer_step_loads_no_training_stack(tmp_path):
+    code = ("import sys, torch, nesterov\n"
+            "m = torch.nn.Linear(4, 3)\n"
+            "for cls in (nesterov.NAG, nesterov.NAdamW, nesterov.Adan, nesterov.LARS, nesterov.LAMB):\n"
+            "    opt = cls(m.parameters(), lr=1e-3)\n"
+            "    m(torch.randn(8, 4)).sum().backward()\n"
+            "    opt.step()\n"
+            "res = nesterov.minimize(lambda x: ((x - 1) ** 2).sum(), torch.zeros(3))\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n")
+    p = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=300,
+                       env=_core_install(tmp_path))
+    assert p.returncode == 0 and p.stdout == "[]\n", p.stderr
+
+
+# ------------------------------------------------------------------------------------------------ help, version
+def test_version():
+    for argv in (["--version"], ["-V"], ["train", "--version"], ["compare", "--version"]):
+        p = nesterov(*argv)
+        assert p.returncode == 0, (argv, p.stderr)
+        assert p.stdout.startswith("nesterov 0.1.0 (torch ") and p.stdout.count("\n") == 1, (argv, p.stdout)
+
+
+@pytest.mark.parametrize("argv, lists", [
+    (["--help"], ["train", "compare", "bench", "--version"]),
+    (["-h"], ["train", "compare", "bench"]),
+    (["train", "--help"], ["--out", "--resume", "--overwrite", "--config", "nag, nadamw"]),
+    (["compare", "--help"], ["--optimizers", "--seeds", "--overwrite"]),
+    (["bench", "--help"], ["step", "cold", "memory", "convex"]),
+    (["bench", "step", "--help"], []),
+    (["bench", "cold", "--help"], []),
+    (["bench", "memory", "--help"], []),
+    (["bench", "convex", "--help"], []),
+])
+def test_every_help_exits_0_and_lists_its_subcommands(argv, lists):
+    p = nesterov(*argv)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("usage: ") and "Traceback" not in p.stderr
+    for word in lists:
+        assert word in p.stdout, word
+
+
+@pytest.mark.parametrize("argv", [["-h"], ["train", "-h"], ["--version"]])
+def test_output_into_a_closed_pipe_ends_quietly(argv):
+    """`nesterov -h | head -2`: the reader is gone before the output is written."""
+    p = popen(*argv)
+    p.stdout.close()  # before the child writes: its write meets a closed pipe
+    err = p.stderr.read()
+    p.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    # ours ends as a command killed by SIGPIPE would; argparse's own --help ignores a failed write and exits 0
+    assert p.returncode == (0 if argv[0] == "train" else 128 + signal.SIGPIPE)
+
+
+# ------------------------------------------------------------------------------------------------ start-up
+def test_the_first_line_needs_no_torch():
+    """The first line says what the run is doing before torch loads (~0.1 s): with torch made unimportable,
+    it still appears, and only then does the import fail."""
+    code = "import sys; sys.modules['torch'] = None; from nesterov.cli import main; main(sys.argv[1:])"
+    p = subprocess.run([sys.executable, "-c", code, "--out", "run"], capture_output=True, text=True, timeout=60,
+                       cwd=Path(os.environ["NESTEROV_CACHE"]))
+    first = p.stderr.splitlines()[0]
+    assert first == "start  mnist1d / cnn1d / nag, seed 0 -> run (importing torch)", p.stderr
+
+
+def test_generating_the_data_says_so(tmp_path):
+    p = nesterov(*TINY, "--steps", "2", "--out", str(tmp_path / "run"), env=dict(
+        os.environ, NESTEROV_CACHE=str(tmp_path / "empty-cache")))
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert lines[0].startswith("start  digits / mlp / nag, seed 0 -> ")
+    assert lines[1].startswith("data   generating digits with the scikit-learn package (once: cached in ")
+
+
+def _read_until(stream, prefix: str, deadline: float) -> list[str]:
+    seen = []
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith(prefix):
+            return seen
+    raise AssertionError(f"no line starting with {prefix!r} in {seen}")
+
+
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
+    out = tmp_path / "run"
+    p = popen(*TINY, "--steps", "50", "--out", str(out))
+    _read_until(p.stderr, "start ", time.monotonic() + 60)  # now importing torch
+    p.send_signal(signal.SIGINT)
+    stdout, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "nesterov: interrupted", err
+    assert not (out / "last.pt").exists()
+
+
+def test_ctrl_c_in_training_checkpoints_the_current_step_and_resume_is_exact(tmp_path):
+    args = [*TINY, "--steps", "3000", "--eval-every", "1000", "--seed", "5"]
+    part = tmp_path / "part"
+    p = popen(*args, "--out", str(part))
+    _read_until(p.stderr, "model  ", time.monotonic() + 120)  # training starts now
+    time.sleep(1.0)  # ~100-400 steps in: between two evaluations
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted at step "), err
+    step = int(last.split()[3].rstrip(";"))
+    assert 0 < step < 3000 and step % 1000, f"the signal landed at step {step}, not between two evaluations"
+    assert last == f"interrupted at step {step}; checkpoint at step {step}; continue with: nesterov train " \
+                   f"--resume {part}"
+    ck = torch.load(part / "last.pt", weights_only=False)
+    assert ck["state"]["step"] == step  # the current step, not the last evaluation's
+    assert not (part / "summary.json").exists()
+
+    full = tmp_path / "full"
+    runs = [popen(*args, "--out", str(full)), popen("--resume", str(part))]
+    logs = [r.communicate(timeout=600) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], logs
+    assert f"resuming {part} from step {step} of 3000" in logs[1][1]
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (full, part))
+    for key in ("steps", "test_accuracy", "test_loss", "best_test_accuracy", "best_step", "train_loss"):
+        assert a[key] == b[key], key
+    rows = [list(csv.reader(open(d / "metrics.csv"))) for d in (full, part)]
+    drop_seconds = [[r[:2] + r[3:] for r in rr] for rr in rows]
+    assert drop_seconds[0] == drop_seconds[1] and len(rows[0]) == 4  # header + steps 1000, 2000, 3000
+
+
+# ------------------------------------------------------------------------------------------------ run directories
+def test_out_refuses_an_existing_run_and_overwrite_replaces_it(tmp_path):
+    out = tmp_path / "run"
+    assert nesterov(*TINY, "--steps", "20", "--eval-every", "10", "--out", str(out)).returncode == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+    p = nesterov(*TINY, "--steps", "5", "--out", str(out))
+    assert p.returncode == 2 and p.stderr == (
+        f"nesterov train: error: --out {out}: already holds a run (config.toml, metrics.csv, last.pt, best.pt, "
+        f"summary.json, curves.png); continue it with --resume {out} or replace it with --overwrite\n")
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # nothing touched
+
+    p = nesterov(*TINY, "--steps", "5", "--eval-every", "5", "--seed", "1", "--out", str(out), "--overwrite")
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["step"] for r in rows] == ["5"]  # the old run's rows are gone
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["steps"], s["seed"]) == (5, 1)
+    assert torch.load(out / "best.pt", weights_only=False)["state"]["step"] == 5
+
+
+def test_a_run_config_toml_is_accepted_back_by_config(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert nesterov(*TINY, "--steps", "30", "--eval-every", "10", "--out", str(a)).returncode == 0
+    p = nesterov("--config", str(a / "config.toml"), "--no-progress", "--out", str(b))
+    assert p.returncode == 0, p.stderr
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert sa["test_loss"] == sb["test_loss"] and sa["steps"] == sb["steps"] == 30
+
+
+def test_compare_writes_a_config_toml_that_compare_and_train_read_back(tmp_path):
+    race = tmp_path / "race"
+    common = ["--dataset", "digits", "--model", "mlp", "--steps", "30", "--threads", "1"]
+    p = nesterov("compare", "--optimizers", "nag,torch-sgd", "--seeds", "1", *common, "--out", str(race))
+    assert p.returncode == 0, p.stderr
+    assert (race / "config.toml").is_file() and not (race / "config.json").exists()
+
+    again = nesterov("compare", "--config", str(race / "config.toml"), "--optimizers", "nag,torch-sgd", "--seeds",
+                     "1", "--out", str(tmp_path / "race2"))
+    assert again.returncode == 0, again.stderr
+    runs = [list(csv.DictReader(open(d / "runs.csv"))) for d in (race, tmp_path / "race2")]
+    key = [(r["optimizer"], r["steps"], r["test_accuracy"], r["test_loss"]) for r in runs[0]]
+    assert key == [(r["optimizer"], r["steps"], r["test_accuracy"], r["test_loss"]) for r in runs[1]]
+
+    one = tmp_path / "one"
+    p = nesterov("train", "--config", str(race / "config.toml"), "--optimizer", "nag", "--no-progress",
+                 "--out", str(one))
+    assert p.returncode == 0, p.stderr
+    s = json.loads((one / "summary.json").read_text())
+    nag = next(r for r in runs[0] if r["optimizer"] == "nag")
+    assert f"{s['test_loss']:.6g}" == nag["test_loss"] and str(s["steps"]) == nag["steps"]
+
+    p = nesterov("compare", "--optimizers", "nag", "--seeds", "1", *common, "--out", str(race))
+    assert p.returncode == 2 and "--overwrite" in p.stderr
+
+
+# ------------------------------------------------------------------------------------------------ wording
+def test_the_model_line_says_1_thread_and_epochs_to_one_decimal(tmp_path):
+    p = nesterov(*TINY, "--steps", "100", "--out", str(tmp_path / "run"))
+    assert p.returncode == 0, p.stderr
+    model = next(line for line in p.stderr.splitlines() if line.startswith("model  "))
+    assert "; 100 steps (9.1 epochs); device cpu, 1 thread" in model and "1 threads" not in model, model
+
+
+def test_epochs_text():
+    from nesterov.train.loop import epochs_text
+
+    assert [epochs_text(e) for e in (5.0, 1.0, 9.0909, 0.2727, 54.5455)] == [
+        "5 epochs", "1 epoch", "9.1 epochs", "0.27 epochs", "54.5 epochs"]
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+def _doc_rows() -> set[str]:
+    return {line for line in (ROOT / "docs" / "cli.md").read_text().splitlines() if line.startswith("| `nesterov")}
+
+
+@pytest.mark.parametrize("case", BAD.CASES, ids=lambda c: c.command)
+def test_bad_input_is_one_line_naming_the_argument(case):
+    """Each bad input of docs/cli.md exits 2 with one error line naming the argument, and the table shows that
+    very line (scripts/cli_bad_inputs.py --write regenerates it)."""
+    if case.cpu_only and torch.cuda.is_available():
+        pytest.skip("a valid input on this machine")
+    rc, out, err = BAD.run_case(case)
+    assert rc == 2 and out == "" and "Traceback" not in err, err
+    *status, line = err.strip().splitlines()
+    assert all(s.startswith(BAD.STATUS) for s in status), err  # what it was doing, then the error
+    assert line.startswith("nesterov") and ": error: " in line and case.names in line, line
+    assert BAD.table_rows([(case, line)])[0] in _doc_rows(), "docs/cli.md is stale: scripts/cli_bad_inputs.py --write"
