@@ -177,8 +177,15 @@ RUNNER = textwrap.dedent(r'''
 ''')
 
 
+def environment() -> dict:
+    """The examples' environment: this checkout's sources; OpenMP threads that sleep when idle (spinning
+    threads that lose their core to another process made the README's 100-step loop take 15 s instead of
+    0.1 s on a busy 2-core machine, as `nesterov train` notes where it sets the same)."""
+    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT / "src")}
+
+
 def run(cmd: list[str], cwd: Path, timeout: int = TIMEOUT_S) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT / "src")}
+    env = environment()
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -361,7 +368,7 @@ def test_command_lines_parse(tmp_path):
     assert items
     proc = subprocess.run([sys.executable, "-c", PARSER], input=json.dumps(items), cwd=tmp_path, capture_output=True,
                           text=True, timeout=TIMEOUT_S,
-                          env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT / "src")})
+                          env=environment())
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(results) == len(items), explain(proc)
     bad = [f"{w}\n    {r['why']}" for w, r in zip(where, results) if not r["ok"]]
@@ -375,7 +382,7 @@ def test_a_renamed_flag_fails_the_parse_check(tmp_path):
              ["entry", entry_point("nesterov"), ["bench", "stepp"]],
              ["entry", entry_point("nesterov"), ["train", "--epochs", "5"]]]
     proc = subprocess.run([sys.executable, "-c", PARSER], input=json.dumps(items), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=TIMEOUT_S, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                          text=True, timeout=TIMEOUT_S, env=environment())
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["ok"] for r in results] == [False, False, False, True], results
 
