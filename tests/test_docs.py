@@ -399,6 +399,14 @@ def test_install_and_pytest_lines_check():
             raise AssertionError(f"{block.id}: {e}") from None
 
 
+@pytest.mark.parametrize("line", ['pip install -e ".[trian]" -c constraints.txt', "pip install -e . -c constraint.txt",
+                                  "pip install torch==2.12.0", "pip install --user -e .", "python -m pytest tests/test_nothing.py"])
+def test_a_wrong_install_or_pytest_line_fails(line):
+    argv = shlex.split(line)
+    with pytest.raises(AssertionError):
+        check_pip(argv) if argv[0] == "pip" else check_pytest(argv)
+
+
 RUN = sorted({shlex.join(c) for _, c in ALL_COMMANDS if classify(c) == "run"})
 
 
