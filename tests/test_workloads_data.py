@@ -49,7 +49,7 @@ def test_imagefolder_without_splits_carves_one(tmp_path):
             Image.fromarray(rng.integers(0, 255, (6, 5, 3), dtype=np.uint8)).save(tmp_path / "d" / c / f"{i}.jpg")
     ds = load_dataset(f"imagefolder:{tmp_path / 'd'}")
     assert ds.x.shape == (16, 3, 6, 5) and len(ds.y_test) == 4
-    assert "has no val/ or test/ folder: 4 of 20 images (20%, fixed seed) are held out" in ds.describe()
+    assert "has no val/ or test/ folder: 4 of 20 images (20%, fixed seed 0) are held out" in ds.describe()
 
 
 def _tree(tmp_path, pngs):

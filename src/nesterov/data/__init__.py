@@ -322,9 +322,10 @@ def load_dataset(spec: str, device="cpu", log=None):
     else:
         x, y, xt, yt = carve_split(x, y, TEST_FRACTION)
         what = ("the digits dataset has no separate test split" if spec == "digits" else
+                f"{where} has no val/ or test/ folder" if spec.startswith("imagefolder:") else
                 f"{where} has no x_test / y_test")
-        notes.append(f"{what}: {len(yt)} of {len(yt) + len(y)} examples ({TEST_FRACTION:.0%}, fixed seed "
-                     f"{SPLIT_SEED}) are held out as the test set")
+        notes.append(f"{what}: {len(yt)} of {len(yt) + len(y)} {'images' if image else 'examples'} "
+                     f"({TEST_FRACTION:.0%}, fixed seed {SPLIT_SEED}) are held out as the test set")
     num_classes = int(max(int(y.max()), int(yt.max()))) + 1
     if num_classes < 2:
         raise DataError(f"{where}: labels hold a single class; need at least 2")

@@ -247,7 +247,7 @@ class StreamedFolder:
 
     @classmethod
     def build(cls, path, train_dir, val_dir, classes, first):
-        from . import TEST_FRACTION, carve_split
+        from . import SPLIT_SEED, TEST_FRACTION, carve_split
 
         items = [(f, c) for c, name in enumerate(classes) for f in _files(train_dir / name)]
         notes = [f"streamed: {len(items):,} training images decoded per batch by DataLoader workers "
@@ -260,7 +260,7 @@ class StreamedFolder:
             keep, _, out, _ = carve_split(idx, idx, TEST_FRACTION)
             items, test = [items[i] for i in keep.tolist()], [items[i] for i in out.tolist()]
             notes.append(f"{path} has no val/ or test/ folder: {len(test)} of {len(test) + len(items)} images "
-                         f"({TEST_FRACTION:.0%}, fixed seed) are held out as the test set")
+                         f"({TEST_FRACTION:.0%}, fixed seed {SPLIT_SEED}) are held out as the test set")
         size, mode = first.shape[:2], ("L" if first.shape[2] == 1 else "RGB")
         shape = (first.shape[2], *size)
         xs = torch.stack([_Files(items, size, mode)[i][0] for i in stats_sample(len(items)).tolist()])

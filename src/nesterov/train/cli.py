@@ -210,7 +210,6 @@ def train_main(argv: list[str] | None = None) -> int:
     if plan is None:  # --resume of a finished run
         return 0
     cfg, out, given = plan
-    args.given = given
     missing = missing_extras(cfg, not args.no_progress)
     if missing:
         print(extras_error("nesterov train", missing), file=sys.stderr)
@@ -230,7 +229,7 @@ def train_main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        return _train(args, dist, run, cfg, out)
+        return _train(args, dist, run, cfg, out, given)
     finally:
         if dist.world > 1:
             D.finish()
@@ -276,7 +275,7 @@ def _plan(args):
     return cfg, out, given
 
 
-def _train(args, dist, run, cfg, out) -> int:
+def _train(args, dist, run, cfg, out, given) -> int:
     quiet = not dist.main
     try:
         if dist.world > 1 and not args.resume:  # every rank writes under the name rank 0 chose
@@ -288,7 +287,7 @@ def _train(args, dist, run, cfg, out) -> int:
         result = run(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
     except (ConfigError, ValueError, OSError) as e:
         if not quiet:
-            print(f"nesterov train: error: {named(str(e), args.given, args.config)}", file=sys.stderr)
+            print(f"nesterov train: error: {named(str(e), given, args.config)}", file=sys.stderr)
         return 2
     s = result.summary
     if result.exit_code == 130:
