@@ -175,3 +175,16 @@ def test_pytorch_optimizer_peer_matches_our_rule_with_the_bench_hyperparameters(
     _steps(getattr(nesterov, ours)(mine, **hp, backend="eager"), mine, grads)
     for a, b in zip(theirs, mine):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=0)
+
+
+def test_auto_note_names_the_compiled_kernel_once_it_took_over():
+    """``auto`` compiles in the background after its first foreach steps (2 here instead of 200); the bench
+    waits for it and says so (it used to stop waiting the moment the compile finished, and said foreach)."""
+    import os
+
+    env = {**os.environ, "NESTEROV_AUTO_COMPILE_AFTER_STEPS": "2"}
+    done = subprocess.run([sys.executable, "-m", "nesterov.cli", "bench", "step", "--optimizer", "nadamw",
+                           "--shapes", "mnist1d-cnn", "--numel", "300000", "--only", "nesterov auto", "--repeats",
+                           "1", "--warmup", "0", "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "auto: the compiled kernel" in done.stdout, done.stdout

@@ -273,7 +273,8 @@ def check_args(args) -> None:
 
 def _drift_probe(c: Contender, device, grads, numel, dtype, samples: int) -> tuple[float, float]:
     """(triad GB/s, median seconds of the reference step): the machine's state right now."""
-    bandwidth = triad_bandwidth(numel, device, dtype, samples)
+    small = numel * torch.empty((), dtype=dtype).element_size() < (16 << 20)  # microseconds: more samples
+    bandwidth = triad_bandwidth(numel, device, dtype, 50 if small else samples)
     step = statistics.median(_timed_step(c, device, grads) for _ in range(samples))
     return bandwidth / 1e9, step
 
@@ -417,15 +418,19 @@ def run_step_bench(args) -> dict:
 def _auto_note(c: Contender, wait_s: float) -> str:
     """Which kernels ``auto`` stepped with, waiting (while stepping, as a training run would) up to
     ``wait_s`` for a background compile to take over."""
-    from nesterov.engine.kernels import AUTO_COMPILE_AFTER_STEPS
+    from nesterov.engine.kernels import AUTO_COMPILE_AFTER_STEPS, COMPILED
 
     seen = c.optimizer.backends_seen
+    before = set(COMPILED.ready)
     t0 = time.perf_counter()
     steps = 0
     while "compile" not in seen and seen <= {"foreach"} and time.perf_counter() - t0 < wait_s:
-        if steps > AUTO_COMPILE_AFTER_STEPS + 1 and not _compiling():
-            break  # a group too small to compile: auto stays on foreach
-        c.optimizer.step()
+        requested = set(COMPILED.ready) - before
+        if steps > AUTO_COMPILE_AFTER_STEPS + 1 and not requested and not _compiling():
+            break  # no compile was started: a group too small to compile, auto stays on foreach
+        if requested and all(key in COMPILED.errors for key in requested):
+            break  # the compile failed: auto stays on foreach (and warns)
+        c.optimizer.step()  # (a compile that finished since the last step is taken up by this one)
         steps += 1
     waited = time.perf_counter() - t0
     if "compile" in seen:
