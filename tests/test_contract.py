@@ -1016,3 +1016,22 @@ def test_compiled_training_step_compiles_nothing_per_parameter(name, backend):
         ten = frames_compiled((6, 8, 8, 8, 8, 3))
         twenty = frames_compiled((6,) + (8,) * 9 + (3,))
     assert twenty == ten, f"a 20-tensor model compiled {twenty} frames, a 10-tensor one {ten}: something per tensor"
+
+
+def test_rule_without_foreach_is_refused_where_auto_or_foreach_would_step_on_it():
+    """``auto`` steps on a rule's foreach restatement while its kernel compiles: a rule that declares none
+    is refused at construction (naming the backend), and still runs where it needs none."""
+    import dataclasses
+
+    from nesterov.rules.nag import NAG_RULE
+
+    class Bare(nesterov.NAG):
+        rule = dataclasses.replace(NAG_RULE, name="nag_without_foreach", foreach=None)
+
+    for backend in ("auto", "foreach"):
+        with pytest.raises(ValueError, match=f"backend='{backend}'.*no foreach"):
+            Bare([torch.nn.Parameter(torch.zeros(3))], lr=0.1, backend=backend)
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    Bare([p], lr=0.1, momentum=0.9, backend="eager").step()
+    assert torch.allclose(p.detach(), torch.full((3,), 1 - 0.1 * 1.9))

@@ -105,6 +105,10 @@ class RuleOptimizer(torch.optim.Optimizer):
     def check_group(self, group: dict, where: str) -> None:
         """Everything a new group can be refused for: hyperparameters, tensor kinds, backend support."""
         self.check_hypers(group, where)
+        rule = self.rule_for(group)
+        if rule is not None and rule.foreach is None and self.backend in ("auto", "foreach"):
+            raise ValueError(f"backend={self.backend!r}: the rule {rule.name!r}{where} declares no foreach "
+                             f"restatement (auto steps on it while compiling); use backend='compile' or 'eager'")
         for k, p in enumerate(group["params"]):
             if p.layout != torch.strided:
                 raise ValueError(f"params{where}[{k}]: {p.layout} parameters are not supported (dense tensors only)")
