@@ -191,14 +191,32 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
     assert not (out / "last.pt").exists()
 
 
+def _signal_between_evaluations(p: subprocess.Popen, lo: int, hi: int, deadline: float) -> str:
+    """Send SIGINT once the progress bar shows a step in [lo, hi]; return the stderr read so far."""
+    import re
+
+    seen = b""
+    while time.monotonic() < deadline:
+        chunk = os.read(p.stderr.fileno(), 65536)
+        assert chunk, seen.decode(errors="replace")
+        seen += chunk
+        shown = [int(n) for n in re.findall(rb"(\d+)/3000 ", seen[-400:])]
+        if shown and lo <= shown[-1] <= hi:
+            p.send_signal(signal.SIGINT)
+            return seen.decode(errors="replace")
+        assert not shown or shown[-1] < hi, f"the bar jumped past {hi}: {shown}"
+    raise AssertionError(f"no progress in {lo}..{hi}: {seen[-400:]!r}")
+
+
 def test_ctrl_c_in_training_checkpoints_the_current_step_and_resume_is_exact(tmp_path):
     args = [*TINY, "--steps", "3000", "--eval-every", "1000", "--seed", "5"]
     part = tmp_path / "part"
-    p = popen(*args, "--out", str(part))
-    _read_until(p.stderr, "model  ", time.monotonic() + 120)  # training starts now
-    time.sleep(1.0)  # ~100-400 steps in: between two evaluations
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
+    p = subprocess.Popen([sys.executable, "-m", "nesterov", *[a for a in args if a != "--no-progress"],
+                          "--out", str(part)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # the bar (~10 updates a second) says where the run is: signal it well before the evaluation at step 1000
+    before = _signal_between_evaluations(p, 50, 600, time.monotonic() + 120)
+    _, rest = p.communicate(timeout=120)
+    err = before + rest.decode(errors="replace")
     assert p.returncode == 130, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
