@@ -132,7 +132,10 @@ def multi_apply(rule, params, grads, states, hypers, derived, flags, seeds, matr
 def flat(t: torch.Tensor) -> torch.Tensor:
     """A dense tensor as a 1-D tensor over the same memory, in memory order (contiguous, channels-last, any
     permutation). Detached, so it is not a view of ``t`` to dynamo: guards on a view's base (its shape, its
-    ``requires_grad``) would recompile the kernel for every model."""
+    ``requires_grad``) would recompile the kernel for every model. A 1-D tensor that is no view and needs no
+    grad (a bias's gradient) is already that, and is returned as it is (two fewer ops for most tensors)."""
+    if t.dim() == 1 and t.is_contiguous() and not t.requires_grad and t._base is None:
+        return t
     return (t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))).detach()
 
 

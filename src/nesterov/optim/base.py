@@ -260,7 +260,9 @@ class RuleOptimizer(torch.optim.Optimizer):
                     new, derived = rule.advance(t, {n: first[n] for n in rule.scalars}, **hypers)
                     for name, value in new.items():
                         torch._foreach_copy_([s[name] for s in bucket.states], [value] * len(bucket.states))
-            torch._foreach_add_(bucket.steps, 1.0)
+            # The members of a bucket share their step count: one add, copied to each (a foreach add on
+            # 161 0-d CPU tensors takes ~420 µs here, the copy ~50 µs).
+            torch._foreach_copy_(bucket.steps, [bucket.steps[0] + 1] * len(bucket.steps))
         seeds = None
         if bucket.salts is not None:
             seeds = [mix_seed(int(step), salt) for step, salt in zip(bucket.steps, bucket.salts)]
