@@ -167,7 +167,8 @@ class Muon(RuleOptimizer):
             raise ValueError(f"adjust_lr_fn{where} must be one of {R.ADJUST_LR_FNS}, got {group['adjust_lr_fn']!r}")
 
     def rule_for(self, group: dict):
-        return AUX[self.aux][0]
+        """The rule of an auxiliary group (None for a Muon group: its step is :meth:`step_group`'s own)."""
+        return None if group["use_muon"] else AUX[self.aux][0]
 
     # -- param groups --------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
