@@ -72,6 +72,16 @@ def test_step_reports_progress_per_contender_on_stderr(compiled_run):
     assert "first step:" not in compiled_run.stdout
 
 
+def test_step_header_says_1_thread_not_1_threads(capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert step.step_main(TINY + ["--only", "torch SGD foreach", "--quiet", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "cpu, 1 thread · torch" in out and "1 threads" not in out
+
+
 def test_step_quiet_prints_no_progress(capsys):
     assert step.step_main(TINY + ["--only", "torch SGD foreach", "--quiet"]) == 0
     assert capsys.readouterr().err == ""

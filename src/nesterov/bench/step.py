@@ -459,7 +459,8 @@ def format_table(result: dict) -> str:
     lines = [
         f"{result['optimizer']} {result['measured']} · {result['shapes']} shapes: {result['params'] / 1e6:.2f}M params in "
         f"{result['tensors']} tensors · {result['dtype']} params, {result['state_dtype']} state · "
-        f"{result['device']}, {result['threads']} threads · torch {result['torch']}{versions}",
+        f"{result['device']}, {result['threads']} thread{'s' if result['threads'] != 1 else ''} · "
+        f"torch {result['torch']}{versions}",
         f"floor: {result['floor_bytes_per_param']} B/param ÷ in-place triad {result['triad_GBps']:.1f} GB/s "
         f"(start {triad_start:.1f}, end {triad_end:.1f}) = {format_duration(result['floor_ms'] / 1e3)} · "
         f"medians of {result['repeats']} steps",
