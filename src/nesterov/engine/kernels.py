@@ -187,8 +187,7 @@ class Compiled:
 
     def call(self, key: tuple, *args) -> None:
         """``key``'s kernel on ``args`` (:func:`multi_apply`'s, the rule first)."""
-        with compat.no_duck_shapes(), torch.no_grad():
-            self.get(key, args[0])(*args)
+        self.call_chunks(key, [args])
 
     def call_chunks(self, key: tuple, calls) -> None:
         """``key``'s kernel on each argument tuple of ``calls``, under one entry of the compile settings

@@ -265,7 +265,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             torch._foreach_copy_(bucket.steps, [bucket.steps[0] + 1] * len(bucket.steps))
         seeds = None
         if bucket.salts is not None:
-            seeds = [mix_seed(int(step), salt) for step, salt in zip(bucket.steps, bucket.salts)]
+            step = int(bucket.steps[0])  # shared by the bucket: one host read, not one per tensor
+            seeds = [mix_seed(step, salt) for salt in bucket.salts]
         if bucket.gathered:
             step_gathered(rule, bucket.members, bucket.states, hypers, derived, flags, seeds)
             return
