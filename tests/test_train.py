@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nesterov.train import loop
+from nesterov.train import batches, loop
 from nesterov.train.checkpoint import load_checkpoint
 from nesterov.train.cli import train_main
 from nesterov.train.config import Config, ConfigError, dump_toml, load_toml
@@ -148,7 +148,7 @@ def test_run_directory_contents(tmp_path):
 def test_resume_after_interrupt_matches_uninterrupted(tmp_path, monkeypatch):
     full = loop.run(Config(**TINY), tmp_path / "full", progress=False).summary
 
-    real_eval, calls = loop.evaluate, []
+    real_eval, calls = batches.evaluate, []
 
     def interrupt_third_eval(*a, **k):  # steps 21..30 are done but never checkpointed
         calls.append(1)
@@ -156,10 +156,10 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_eval(*a, **k)
 
-    monkeypatch.setattr(loop, "evaluate", interrupt_third_eval)
+    monkeypatch.setattr(batches, "evaluate", interrupt_third_eval)
     part = loop.run(Config(**TINY), tmp_path / "part", progress=False)
     assert part.exit_code == 130 and not (tmp_path / "part" / "summary.json").exists()
-    monkeypatch.setattr(loop, "evaluate", real_eval)
+    monkeypatch.setattr(batches, "evaluate", real_eval)
     resumed = loop.run(Config(**TINY), tmp_path / "part", resume=True, progress=False)
     for key in ("steps", "test_accuracy", "test_loss", "best_test_accuracy", "best_step", "train_loss"):
         assert resumed.summary[key] == full[key], key

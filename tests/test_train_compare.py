@@ -81,9 +81,9 @@ def test_format_table(values, text):
 
 
 def test_ctrl_c_stops_the_whole_race(tmp_path, monkeypatch, capsys):
-    from nesterov.train import loop
+    from nesterov.train import batches
 
-    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(batches, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     out = tmp_path / "race"
     assert compare_main(["--optimizers", "nag,torch-sgd", "--seeds", "2", "--out", str(out), *RACE]) == 130
     err = capsys.readouterr().err

@@ -5,10 +5,9 @@ import json
 import math
 
 import pytest
-import torch
 
 from _workloads import write_digits_cifar, write_digits_pngs
-from nesterov.train import loop
+from nesterov.train import loop, rundir
 from nesterov.train.cli import train_main
 from nesterov.train.config import Config
 
@@ -108,7 +107,7 @@ def test_gpt_on_text_bits_per_byte_fall_and_target_loss(tmp_path):
                      "--out", str(out), "--no-progress"])
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
-    rows = loop._read_rows(out / "metrics.csv", 10**9)
+    rows = rundir.read_rows(out / "metrics.csv", 10**9)
     bpb = [r["test_bpb"] for r in rows]
     assert all(b < a for a, b in zip(bpb, bpb[1:])) and bpb[-1] < 4.68, bpb
     assert math.isclose(s["test_bpb"], s["test_loss"] / math.log(2))

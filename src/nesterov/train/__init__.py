@@ -8,7 +8,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "Config": "config", "ConfigError": "config",
-    "Result": "loop", "TrainingDiverged": "loop", "evaluate": "loop", "run": "loop",
+    "Result": "loop", "TrainingDiverged": "loop", "evaluate": "evaluation", "run": "loop",
     "OPTIMIZERS": "optimizers", "OptimizerError": "optimizers", "available": "optimizers",
     "make_optimizer": "optimizers",
     "compare": "compare",

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from ..data import Dataset, carve_split, is_text, load_dataset
 from .config import Config, ConfigError, dump_toml
-from .loop import n_train as _n_train
-from .loop import resolve_device, run
+from .batches import n_train as _n_train
+from .device import resolve_device
+from .loop import run
 from .optimizers import OPTIMIZERS, OptimizerError, available, resolve_hparams
 
 __all__ = ["DEFAULT_OPTIMIZERS", "SWEEP_FACTORS", "VALIDATION_FRACTION", "compare", "compare_cli"]
