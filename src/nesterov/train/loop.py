@@ -164,10 +164,7 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
     t0 = time.perf_counter() - state["seconds"]
     step0, el0 = step, state["seconds"]  # throughput counts this process's steps only
     ddp = dist.world > 1 and not cfg.fsdp
-    # Ctrl-C sets a flag that the loop reads between two steps (a checkpoint there is exact); a second Ctrl-C
-    # stops at once. Many processes stop at the last evaluation's checkpoint (ranks may see the signal at
-    # different steps, and a checkpoint is a collective).
-    stop = Interrupt(out is not None and not dist.on)
+    stop = Interrupt(out is not None and not dist.on)  # several processes stop at the last evaluation's checkpoint
     boundary = False
     try:
         stop.install()
@@ -212,39 +209,36 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
                     bar.set_postfix_str(f"loss {running:.4f}  train "
                                         f"{100 * sums[1].item() / max(sums[2].item(), 1):.1f}%  test {test_str}  "
                                         f"{rate:,.0f} {'seq' if text else 'ex'}/s", refresh=False)
-            if step % cfg.eval_every and step != cfg.steps:
-                if stop.requested:
-                    boundary = True
-                    raise KeyboardInterrupt
-                continue
-            # ---- evaluation point: check, evaluate, record, checkpoint
-            dist.all_sum(sums)
-            train_loss, train_acc = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
-            sums.zero_()
-            test_loss, test_acc = batches.evaluate(net, autocast)
-            if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
-                raise TrainingDiverged(
-                    f"non-finite loss (train {train_loss}, test {test_loss}) between steps "
-                    f"{state['step']} and {step}: training stopped. Try a smaller --lr (now {cfg.lr:g}).")
-            seconds = round(time.perf_counter() - t0, 4)
-            last_test_acc = test_acc
-            row = {"step": step, "epoch": round(step / spe, 4), "seconds": seconds, "lr": opt.param_groups[0]["lr"],
-                   "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
-                   "test_accuracy": test_acc, "test_bpb": test_loss / math.log(2) if text else float("nan")}
-            history.append(row)
-            improved = test_acc > state["best_test_accuracy"]
-            if improved:
-                state["best_test_accuracy"], state["best_step"] = test_acc, step
-            if state["best_test_loss"] is None or test_loss < state["best_test_loss"]:
-                state["best_test_loss"] = test_loss
-            hit = ((cfg.target_accuracy is not None or cfg.target_loss is not None)
-                   and (cfg.target_accuracy is None or test_acc >= cfg.target_accuracy)
-                   and (cfg.target_loss is None or test_loss <= cfg.target_loss))
-            if state["steps_to_target"] is None and hit:
-                state["steps_to_target"], state["seconds_to_target"] = step, seconds
-            state["step"], state["seconds"] = step, seconds
-            if out is not None:
-                rundir.checkpoint(out, dist, cfg, model, opt, sched, scaler, state, row, improved)
+            if step % cfg.eval_every == 0 or step == cfg.steps:  # evaluate, record, checkpoint
+                dist.all_sum(sums)
+                train_loss, train_acc = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
+                sums.zero_()
+                test_loss, test_acc = batches.evaluate(net, autocast)
+                if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+                    raise TrainingDiverged(
+                        f"non-finite loss (train {train_loss}, test {test_loss}) between steps "
+                        f"{state['step']} and {step}: training stopped. Try a smaller --lr (now {cfg.lr:g}).")
+                seconds = round(time.perf_counter() - t0, 4)
+                last_test_acc = test_acc
+                row = {"step": step, "epoch": round(step / spe, 4), "seconds": seconds,
+                       "lr": opt.param_groups[0]["lr"], "train_loss": train_loss, "train_accuracy": train_acc,
+                       "test_loss": test_loss, "test_accuracy": test_acc,
+                       "test_bpb": test_loss / math.log(2) if text else float("nan")}
+                history.append(row)
+                improved = test_acc > state["best_test_accuracy"]
+                if improved:
+                    state["best_test_accuracy"], state["best_step"] = test_acc, step
+                if state["best_test_loss"] is None or test_loss < state["best_test_loss"]:
+                    state["best_test_loss"] = test_loss
+                hit = ((cfg.target_accuracy is not None or cfg.target_loss is not None)
+                       and (cfg.target_accuracy is None or test_acc >= cfg.target_accuracy)
+                       and (cfg.target_loss is None or test_loss <= cfg.target_loss))
+                if state["steps_to_target"] is None and hit:
+                    state["steps_to_target"], state["seconds_to_target"] = step, seconds
+                state["step"], state["seconds"] = step, seconds
+                if out is not None:
+                    rundir.checkpoint(out, dist, cfg, model, opt, sched, scaler, state, row, improved)
+            # Ctrl-C is acted on here, between two whole steps, where a checkpoint is exact (Interrupt).
             if stop.requested and step < cfg.steps:
                 boundary = True
                 raise KeyboardInterrupt
