@@ -19,7 +19,7 @@ _COMMANDS = {
 _BENCHES = {
     "step": ("nesterov.bench.step", "step_main"),
     "cold": ("nesterov.bench.cold", "main"),
-    "memory": ("nesterov.bench.step", "memory_main"),
+    "memory": ("nesterov.bench.memory", "memory_main"),
     "convex": ("nesterov.bench.convex", "main"),
 }
 

@@ -22,7 +22,8 @@ import time
 import torch
 
 from nesterov.bench.shapes import SHAPES, scaled_shapes
-from nesterov.bench.step import DTYPES, OPTIMIZERS, _make_params
+from nesterov.bench.specs import DTYPES, OPTIMIZERS
+from nesterov.bench.timing import make_params
 
 
 def contenders(spec, with_torch: bool) -> list[str]:
@@ -37,7 +38,7 @@ def child(args) -> dict:
     spec = OPTIMIZERS[args.optimizer]()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     state_dtype = DTYPES[args.state_dtype] if args.state_dtype else None
-    params = _make_params(scaled_shapes(SHAPES[args.shapes](), args.numel), device, dtype)
+    params = make_params(scaled_shapes(SHAPES[args.shapes](), args.numel), device, dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""``nesterov bench step`` entries for NAdamW, Adan, LARS and LAMB (registered in ``nesterov.bench.step.OPTIMIZERS``).
+"""``nesterov bench step`` entries for NAdamW, Adan, LARS and LAMB (registered in ``nesterov.bench.specs.OPTIMIZERS``).
 
 Floors count the bytes an ideal step must move per element (pb: parameter/gradient bytes, sb: state bytes).
 LARS and LAMB need every tensor's norm before any element can be updated, so their ideal step is two
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from nesterov.bench.step import BenchSpec, _compiled_step
+from nesterov.bench.specs import BenchSpec, compiled_step
 
 
 def nadamw_spec() -> BenchSpec:
@@ -22,7 +22,7 @@ def nadamw_spec() -> BenchSpec:
         torch_alternatives={
             "torch NAdam for-loop": lambda ps: nadam(ps, **hp, decoupled_weight_decay=True, foreach=False),
             "torch NAdam foreach": lambda ps: nadam(ps, **hp, decoupled_weight_decay=True, foreach=True),
-            "torch NAdam compiled": lambda ps: _compiled_step(nadam(ps, **hp, decoupled_weight_decay=True,
+            "torch NAdam compiled": lambda ps: compiled_step(nadam(ps, **hp, decoupled_weight_decay=True,
                                                                     foreach=True)),
             "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, **hp, fused=True),  # same bytes, no μ
         },

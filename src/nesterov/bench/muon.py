@@ -64,9 +64,9 @@ NS_BACKENDS = {"ns-default": None, "ns-float32": torch.float32, "ns-bfloat16": t
 
 
 def muon_spec():
-    """The ``muon`` row of ``nesterov bench step`` (a :class:`nesterov.bench.step.BenchSpec`)."""
+    """The ``muon`` row of ``nesterov bench step`` (a :class:`nesterov.bench.specs.BenchSpec`)."""
     from nesterov import Muon
-    from nesterov.bench.step import BenchSpec
+    from nesterov.bench.specs import BenchSpec
     from nesterov.optim.muon import AUX
 
     hp = dict(lr=0.02, momentum=0.95, weight_decay=0.0)
