@@ -9,6 +9,7 @@
 - :mod:`nesterov.bench.cold`: ``nesterov bench cold`` (the first steps of a fresh process with an empty
   compile cache, wall time, compilation included);
 - :mod:`nesterov.bench.family`, :mod:`nesterov.bench.muon`: the rules' entries (and Muon's training race);
-- :mod:`nesterov.bench.convex`: ``nesterov bench convex`` (the solver against gradient descent and L-BFGS-B);
+- :mod:`nesterov.bench.convex`: ``nesterov bench convex`` (the solver against gradient descent and L-BFGS-B):
+  its problems, methods, convergence table and ``--overhead`` run in the ``convex_*`` modules beside it;
 - :mod:`nesterov.bench.shapes`: the parameter sets.
 """
