@@ -141,6 +141,17 @@ def test_convex_gap_outside_the_unit_interval_is_refused(gap, capsys):
     assert err.count("\n") == 1 and "--gap" in err
 
 
+def test_convex_problems_with_an_l1_term_build():
+    """Their prox comes from nesterov.solve.prox (``from . import prox`` once looked in nesterov.bench, and every
+    convergence run died on the ImportError before its first problem)."""
+    pytest.importorskip("sklearn")
+    from nesterov.bench import convex_problems
+
+    for make in (convex_problems.logistic_l1, convex_problems.lasso):
+        problem = make()
+        assert problem["prox"] is not None and bool(torch.isfinite(problem["prox"].value(problem["x0"])))
+
+
 # -- peers ------------------------------------------------------------------------------------------
 def test_missing_peer_library_gives_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "heavyball", None)  # import heavyball now raises ImportError

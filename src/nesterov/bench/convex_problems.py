@@ -52,7 +52,7 @@ def logistic_l2(lam=1e-3):
 
 
 def logistic_l1(lam=0.02):
-    from . import prox as P
+    from nesterov.solve import prox as P
 
     A, y = breast_cancer()
     d = A.shape[1]
@@ -67,7 +67,7 @@ def logistic_l1(lam=0.02):
 
 
 def lasso(m=250, n=1000, k=20, seed=0):
-    from . import prox as P
+    from nesterov.solve import prox as P
 
     g = torch.Generator().manual_seed(seed)
     A = torch.randn(m, n, generator=g, dtype=F64) / math.sqrt(m)
