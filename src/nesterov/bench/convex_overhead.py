@@ -115,7 +115,7 @@ def run_overhead(args):
     print(f"  minimize (nag + gradient restart, backtracking, tol={args.tol:g}): nit={r.nit} nfev={r.nfev} "
           f"ngev={r.ngev} status={r.status} ({r.message}); wall {wall:.2f} s")
     print(f"  wall / ((nfev-ngev)*t_f + ngev*t_fg) = {wall / strict:.3f}   (evaluations alone: {strict:.2f} s)")
-    print(f"  measured inside the same runs (forward + backward time of fun, timed in place): "
+    print("  measured inside the same runs (forward + backward time of fun, timed in place): "
           + ", ".join(f"{w:.2f} s wall / {e:.2f} s evaluating = {w / e:.3f}" for w, e in zip(walls, inside))
           + f"; solver's own time {walls[best] - inside[best]:.2f} s over {r.nit} iterations "
           f"({(walls[best] - inside[best]) / r.nit * 1e3:.2f} ms per iteration)")
