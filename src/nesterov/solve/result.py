@@ -1,8 +1,10 @@
-"""The result object returned by :func:`nesterov.minimize`."""
+"""The result object returned by :func:`nesterov.minimize`, and how it is made from the iteration's tensors."""
 
 from __future__ import annotations
 
-__all__ = ["OptimizeResult", "STATUS"]
+import torch
+
+__all__ = ["OptimizeResult", "STATUS", "assemble"]
 
 #: status code -> meaning
 STATUS = {
@@ -58,3 +60,36 @@ class OptimizeResult(dict):
             text = repr(v).replace("\n", "\n" + " " * (width + 2))
             lines.append(f"{k.rjust(width)}: {text}")
         return "\n".join(lines)
+
+
+def assemble(X, Fx, nit, status, step, hist: dict, n_hist: int, nfev: int, ngev: int, batched: bool):
+    """The :class:`OptimizeResult` of B problems from the iteration's final tensors (each of leading size B) and
+    its history (per key, one tensor of shape (B,) per iterate; the first ``n_hist`` are reported). One problem
+    (``batched=False``) gets Python numbers and its history up to its own ``nit``."""
+    B = status.shape[0]
+
+    def tolist(key):
+        stacked = torch.stack(hist[key][:n_hist])          # (n_hist, B): one transfer
+        return stacked.tolist() if batched else stacked[:, 0].tolist()
+
+    history = {key: tolist(key) for key in hist}
+    status_l = status.tolist()
+    if batched:
+        counts_by = {c: status_l.count(c) for c in sorted(set(status_l))}
+        message = "; ".join(f"{n} of {B}: {STATUS[c]}" for c, n in counts_by.items())
+        res = OptimizeResult(x=X, fun=Fx, nit=nit, nfev=nfev, ngev=ngev,
+                             success=status == 0, status=status, message=message, L=1.0 / step,
+                             history=history)
+    else:
+        st = status_l[0]
+        n = int(nit[0])
+        message = STATUS[st]
+        if st == 2:
+            message += f" at iteration {n + 1}; x is the last iterate with a finite objective (iteration {n})"
+        elif st == 4:
+            message += f" at iteration {n + 1}; x is the last accepted iterate"
+        history = {key: vals[: n + 1] for key, vals in history.items()}
+        res = OptimizeResult(x=X[0], fun=float(Fx[0]), nit=n, nfev=nfev, ngev=ngev,
+                             success=st == 0, status=st, message=message, L=float(1.0 / step[0]),
+                             history=history)
+    return res
