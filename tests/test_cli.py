@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -191,8 +192,10 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
     assert not (out / "last.pt").exists()
 
 
-def _signal_between_evaluations(p: subprocess.Popen, lo: int, hi: int, deadline: float) -> str:
-    """Send SIGINT once the progress bar shows a step in [lo, hi]; return the stderr read so far."""
+def _signal_between_evaluations(p: subprocess.Popen, lo: int, hi: int, deadline: float, *, group: bool = False,
+                                before=None) -> str:
+    """Send SIGINT once the progress bar shows a step in [lo, hi] (first calling ``before()``, if given); return
+    the stderr read so far. ``group``: to the whole process group ``p`` leads, as a terminal's Ctrl-C does."""
     import re
 
     seen = b""
@@ -202,7 +205,12 @@ def _signal_between_evaluations(p: subprocess.Popen, lo: int, hi: int, deadline:
         seen += chunk
         shown = [int(n) for n in re.findall(rb"(\d+)/3000 ", seen[-400:])]
         if shown and lo <= shown[-1] <= hi:
-            p.send_signal(signal.SIGINT)
+            if before is not None:
+                before()
+            if group:
+                os.killpg(p.pid, signal.SIGINT)
+            else:
+                p.send_signal(signal.SIGINT)
             return seen.decode(errors="replace")
         assert not shown or shown[-1] < hi, f"the bar jumped past {hi}: {shown}"
     raise AssertionError(f"no progress in {lo}..{hi}: {seen[-400:]!r}")
@@ -240,6 +248,69 @@ def test_ctrl_c_in_training_checkpoints_the_current_step_and_resume_is_exact(tmp
     rows = [list(csv.reader(open(d / "metrics.csv"))) for d in (full, part)]
     drop_seconds = [[r[:2] + r[3:] for r in rr] for rr in rows]
     assert drop_seconds[0] == drop_seconds[1] and len(rows[0]) == 4  # header + steps 1000, 2000, 3000
+
+
+def _process_group(pgid: int) -> dict[int, int]:
+    """{pid: parent pid} of the live processes in process group ``pgid`` (from /proc)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:  # it ended while we looked
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                found[int(entry)] = int(fields[1])
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process groups from /proc")
+def test_ctrl_c_with_dataloader_workers_checkpoints_and_leaves_no_worker_behind(tmp_path):
+    """An image folder too large to cache is decoded per batch by DataLoader worker processes. Ctrl-C reaches
+    them too (the terminal signals the whole process group): the run still stops at a step boundary with exit
+    130 and a checkpoint of that step, and no worker outlives it."""
+    pytest.importorskip("PIL")
+    from _workloads import write_digits_pngs
+
+    pngs = write_digits_pngs(tmp_path / "digits")
+    part = tmp_path / "part"
+    env = dict(os.environ, NESTEROV_IMAGE_CACHE_BYTES="1000", NESTEROV_DATA_WORKERS="2")  # stream, 2 workers
+    p = subprocess.Popen([sys.executable, "-m", "nesterov", "--dataset", f"imagefolder:{pngs}", "--model", "mlp",
+                          "--threads", "1", "--steps", "3000", "--eval-every", "1000", "--out", str(part)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    workers = []
+    try:
+        def note_workers():
+            workers.extend(pid for pid, ppid in _process_group(p.pid).items() if ppid == p.pid)
+
+        before = _signal_between_evaluations(p, 50, 600, time.monotonic() + 120, group=True, before=note_workers)
+        p.wait(timeout=120)  # (what it writes after the signal fits in the pipe)
+        # The run joins its workers before it exits, so none should be left by then; one that is, even if it
+        # later notices its parent's death by itself (torch's worker watchdog, or a broken pipe), is an orphan.
+        deadline = time.monotonic() + 1
+        while _process_group(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _process_group(p.pid)
+        _, rest = p.communicate(timeout=60)  # EOF once every holder of the pipes, workers included, has gone
+        err = before + rest.decode(errors="replace")
+        assert len(workers) == 2, f"expected the 2 DataLoader workers as children of the run, found {workers}"
+        assert p.returncode == 130, err
+        assert "Traceback" not in err and "exited unexpectedly" not in err, err
+        last = err.strip().splitlines()[-1]
+        step = int(last.split()[3].rstrip(";"))
+        assert 0 < step < 1000, f"the signal landed at step {step}, not before the first evaluation"
+        assert last == f"interrupted at step {step}; checkpoint at step {step}; continue with: nesterov train " \
+                       f"--resume {part}"
+        assert torch.load(part / "last.pt", weights_only=False)["state"]["step"] == step
+        assert not left, f"left behind after the run exited: {left} (its workers were {workers})"
+    finally:
+        if _process_group(p.pid):  # a failed run: take down what it left, not the next test's business
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=30)
 
 
 # ------------------------------------------------------------------------------------------------ run directories
