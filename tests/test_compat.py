@@ -1,8 +1,15 @@
 """Every private torch symbol the library uses exists on the torch this project pins (and is callable)."""
 
+import contextlib
+
 import pytest
+import torch
+import torch._functorch.config as functorch_config
+import torch._inductor.config as inductor_config
+from torch._inductor.utils import run_and_get_code
 
 from nesterov.engine import compat
+from nesterov.engine.precision import stochastic_round_bf16
 
 
 @pytest.mark.parametrize("name", sorted(compat.SYMBOLS))
@@ -18,3 +25,45 @@ def test_no_duck_shapes_patches_and_restores():
     with compat.no_duck_shapes():
         assert compat.fx_config.use_duck_shape is False
     assert compat.fx_config.use_duck_shape == before
+
+
+@pytest.mark.parametrize("name", sorted(compat.cpu_codegen_symbols()))
+def test_inductor_symbol_the_cpu_refinements_use_exists(name):
+    assert compat.cpu_codegen_symbols()[name] is not None, name
+    assert compat.install_cpu_codegen_refinements()
+
+
+def _bf16_state_step(p, g, b, seed):
+    """A NAG step with bf16 momentum written by stochastic rounding: fp32 and bf16 in one loop, two bit casts."""
+    nb = 0.9 * b.float() + g
+    p.copy_(p - 0.01 * (g + 0.9 * nb))
+    b.copy_(stochastic_round_bf16(nb, seed))
+
+
+def _compiled_code(refined: bool, p, g, b, seed) -> str:
+    torch._dynamo.reset()
+    step = torch.compile(_bf16_state_step, dynamic=True, options={"cpp.dynamic_threads": True})
+    # Generated afresh, not read from inductor's disk cache (whose key does not know the refinements).
+    with torch.no_grad(), inductor_config.patch(fx_graph_cache=False), \
+            functorch_config.patch(enable_autograd_cache=False), \
+            (compat.refined_cpu_codegen() if refined else contextlib.nullcontext()):
+        _, (code, *_) = run_and_get_code(step, p, g, b, seed)
+    return code
+
+
+def test_refined_cpu_codegen_tiles_for_bf16_vectorises_casts_and_indices_and_keeps_the_bits():
+    gen = torch.Generator().manual_seed(3)
+    n = 1000  # full 32-lane vectors and a tail
+    p, g = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
+    b = torch.randn(n, generator=gen).to(torch.bfloat16)
+    want = [t.clone() for t in (p, g, b)]
+    _bf16_state_step(*want, 12345)
+
+    plain = _compiled_code(False, p.clone(), g.clone(), b.clone(), 12345)
+    assert "at::vec::cast<" not in plain  # what inductor makes of it alone: the casts go through a scalar loop
+    got = [t.clone() for t in (p, g, b)]
+    code = _compiled_code(True, *got, 12345)
+    assert "at::vec::cast<int32_t>" in code and "at::vec::cast<float>" in code
+    assert "x0+=static_cast<int64_t>(32L)" in code  # one bf16 register per step: no half-width masked accesses
+    assert "::arange(0, " in code  # the index vector: a broadcast plus a constant
+    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])  # the same bits as the eager rule

@@ -52,7 +52,12 @@ AUTO_COMPILE_AFTER_STEPS = int(os.environ.get("NESTEROV_AUTO_COMPILE_AFTER_STEPS
 # No size asserts in the generated wrapper: dynamo's guards have checked every input's dtype, rank and
 # strides already, and the asserts cost ~28 µs per chunk of 16 NAdamW parameters here (a fifth of its
 # fixed cost).
-INDUCTOR_OPTIONS = {"size_asserts": False}
+# Every CPU loop is an OpenMP work-shared loop whatever the lengths it was first compiled on
+# (``cpp.dynamic_threads``). Without it inductor decides from the first call's lengths and the thread count
+# at that moment, and its disk cache keeps the decision for every later process: a kernel first compiled on
+# a small model (or under one thread) stepped ResNet-50 on one core, 2 × slower. For a chunk of small tensors
+# the shared loops cost ~4 µs more per call.
+INDUCTOR_OPTIONS = {"size_asserts": False, "cpp.dynamic_threads": True}
 
 # A value that several outputs use is recomputed in the one pass rather than written to a fresh buffer
 # (realize_reads_threshold). That saves a whole-tensor write and read where a rule reuses a tensor-sized
@@ -191,9 +196,10 @@ class Compiled:
 
     def call_chunks(self, key: tuple, calls) -> None:
         """``key``'s kernel on each argument tuple of ``calls``, under one entry of the compile settings
-        (entering them costs ~27 µs here, more than a chunk of small tensors' kernel)."""
+        (entering them costs ~27 µs here, more than a chunk of small tensors' kernel); a compile happens
+        inside the first call, with :func:`compat.refined_cpu_codegen`'s refinements."""
         kernel = self.get(key, calls[0][0])
-        with compat.no_duck_shapes(), torch.no_grad():
+        with compat.no_duck_shapes(), compat.refined_cpu_codegen(), torch.no_grad():
             for args in calls:
                 kernel(*args)
 
