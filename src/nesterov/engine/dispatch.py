@@ -112,21 +112,24 @@ class Dispatcher:
             return "torch"
         if p.device.type == "cpu" and batch.numel < K.AUTO_COMPILE_MIN_NUMEL:
             return "foreach"
-        key = K.compile_key(rule, batch, flags)
-        if K.COMPILED.is_ready(key):
+        compiled, _ = batch.split(batch.compilable)
+        if not compiled.params:
+            return "foreach"
+        classes = K.size_classes(compiled)
+        keys = [K.compile_key(rule, part, flags, serial) for serial, part in classes]
+        if all(K.COMPILED.is_ready(key) for key in keys):
             return "compile"
-        if key in K.COMPILED.errors:
-            K.warn_once(f"nesterov: torch.compile failed for {key} ({K.COMPILED.errors[key]!r}); stepping with "
-                        f"the foreach backend")
-        elif self.foreach_steps.setdefault(key, 0) < K.AUTO_COMPILE_AFTER_STEPS:
-            self.foreach_steps[key] += 1
+        failed = [key for key in keys if key in K.COMPILED.errors]
+        if failed:
+            K.warn_once(f"nesterov: torch.compile failed for {failed[0]} ({K.COMPILED.errors[failed[0]]!r}); "
+                        f"stepping with the foreach backend")
+        elif self.foreach_steps.setdefault(keys[0], 0) < K.AUTO_COMPILE_AFTER_STEPS:
+            self.foreach_steps[keys[0]] += 1
         else:
-            compiled, _ = self._compilable(batch)
-            if compiled.params:
-                p = compiled.params[0]
-                zeros = {k: torch.zeros((), dtype=self._hyper_dtype(p), device=p.device) for k in (*hypers, *derived)}
+            zeros = {k: torch.zeros((), dtype=self._hyper_dtype(p), device=p.device) for k in (*hypers, *derived)}
+            for key, (_, part) in zip(keys, classes):
                 K.COMPILED.warm_in_background(key, K.warm_example(
-                    rule, compiled, {k: zeros[k] for k in hypers}, {k: zeros[k] for k in derived}, flags))
+                    rule, part, {k: zeros[k] for k in hypers}, {k: zeros[k] for k in derived}, flags))
         return "foreach"
 
     @staticmethod

@@ -52,12 +52,18 @@ AUTO_COMPILE_AFTER_STEPS = int(os.environ.get("NESTEROV_AUTO_COMPILE_AFTER_STEPS
 # No size asserts in the generated wrapper: dynamo's guards have checked every input's dtype, rank and
 # strides already, and the asserts cost ~28 µs per chunk of 16 NAdamW parameters here (a fifth of its
 # fixed cost).
-# Every CPU loop is an OpenMP work-shared loop whatever the lengths it was first compiled on
-# (``cpp.dynamic_threads``). Without it inductor decides from the first call's lengths and the thread count
-# at that moment, and its disk cache keeps the decision for every later process: a kernel first compiled on
-# a small model (or under one thread) stepped ResNet-50 on one core, 2 × slower. For a chunk of small tensors
-# the shared loops cost ~4 µs more per call.
-INDUCTOR_OPTIONS = {"size_asserts": False, "cpp.dynamic_threads": True}
+INDUCTOR_OPTIONS = {"size_asserts": False}
+
+# Whether a CPU loop is shared among threads is decided here, per size class, never from the lengths a kernel
+# was first compiled on: inductor would decide from the first call's lengths and the thread count at that
+# moment, and its disk cache would keep the decision for every later process (a kernel first compiled on a
+# small model, or under one thread, stepped ResNet-50 on one core: 2 × slower). Tensors below
+# SERIAL_MAX_NUMEL elements go to a kernel compiled for one thread: a shared loop costs a fork and a join (a
+# few µs), more than stepping a small tensor (LARS on 16 tensors of 2048 elements: 81 µs a call serial, 205
+# shared; of 16384: 282 and 305; of 65536: 975 and 764). The others go to a kernel whose every loop is
+# shared (``cpp.dynamic_threads``), with as many threads as torch has when it runs.
+SERIAL_MAX_NUMEL = int(os.environ.get("NESTEROV_SERIAL_MAX_NUMEL", 1 << 14))
+THREADING_OPTIONS = {True: {"cpp.threads": 1}, False: {"cpp.dynamic_threads": True}}  # by "serial"
 
 # A value that several outputs use is recomputed in the one pass rather than written to a fresh buffer
 # (realize_reads_threshold). That saves a whole-tensor write and read where a rule reuses a tensor-sized
@@ -68,8 +74,8 @@ RECOMPUTE_OPTIONS = {**INDUCTOR_OPTIONS, "realize_reads_threshold": 16}
 WITHOUT_RECOMPUTE = frozenset({"lars"})
 
 
-def inductor_options(rule: Rule) -> dict:
-    return INDUCTOR_OPTIONS if rule.name in WITHOUT_RECOMPUTE else RECOMPUTE_OPTIONS
+def inductor_options(rule: Rule, serial: bool) -> dict:
+    return {**(INDUCTOR_OPTIONS if rule.name in WITHOUT_RECOMPUTE else RECOMPUTE_OPTIONS), **THREADING_OPTIONS[serial]}
 
 
 @dataclass
@@ -187,7 +193,7 @@ class Compiled:
                 code = multi_apply.__code__.replace(co_name=name)
                 fn = types.FunctionType(code, multi_apply.__globals__, name)
                 kernel = self.kernels[key] = torch.compile(fn, dynamic=True, fullgraph=True,
-                                                           options=inductor_options(rule))
+                                                           options=inductor_options(rule, key[-1] == "serial"))
             return kernel
 
     def call(self, key: tuple, *args) -> None:
@@ -236,11 +242,20 @@ class Compiled:
 COMPILED = Compiled()
 
 
-def compile_key(rule: Rule, batch: Batch, flags: dict) -> tuple:
+def compile_key(rule: Rule, batch: Batch, flags: dict, serial: bool) -> tuple:
     p = batch.params[0]
     state_dtypes = tuple(str(s[0].dtype)[6:] for s in batch.states)
     return (rule.name, p.device.type, str(p.dtype)[6:], *state_dtypes, *(f"{k}{int(v)}" for k, v in flags.items()),
-            CHUNK)
+            CHUNK, "serial" if serial else "shared")
+
+
+def size_classes(batch: Batch) -> list[tuple[bool, Batch]]:
+    """``(serial, its tensors)`` for each size class present in ``batch`` (see :data:`SERIAL_MAX_NUMEL`); one
+    class off the CPU, where a kernel's parallelism is the device's."""
+    if batch.params[0].device.type != "cpu":
+        return [(False, batch)]
+    small, large = batch.split([p.numel() < SERIAL_MAX_NUMEL for p in batch.params])
+    return [(serial, part) for serial, part in ((True, small), (False, large)) if part.params]
 
 
 def _dummies(batch: Batch, count: int):
@@ -284,18 +299,19 @@ def _matrix_tensor(matrix: tuple[bool, ...], device: torch.device) -> torch.Tens
 
 
 def run_compiled(rule: Rule, batch: Batch, hyper_tensors: dict, derived_tensors: dict, flags: dict) -> None:
-    key = compile_key(rule, batch, flags)
-    if key not in COMPILED.kernels:
-        # Compiled on realistic lengths first: inductor decides from the first call's sizes whether a loop is
-        # worth threads, and a model's first tensors are often its smallest.
-        COMPILED.call(key, *warm_example(rule, batch, hyper_tensors, derived_tensors, flags))
-    COMPILED.call_chunks(key, [(rule, ps, gs, ss, h, d, flags, seeds, matrix)
-                               for ps, gs, ss, h, d, seeds, matrix in chunks(batch, hyper_tensors, derived_tensors)])
+    for serial, part in size_classes(batch):
+        key = compile_key(rule, part, flags, serial)
+        if key not in COMPILED.kernels:
+            # Compiled on realistic lengths first: inductor's vector width for a bf16 loop follows the first
+            # call's lengths, and a model's first tensors are often its smallest.
+            COMPILED.call(key, *warm_example(rule, part, hyper_tensors, derived_tensors, flags))
+        COMPILED.call_chunks(key, [(rule, ps, gs, ss, h, d, flags, seeds, matrix)
+                                   for ps, gs, ss, h, d, seeds, matrix in chunks(part, hyper_tensors, derived_tensors)])
 
 
 def warm_example(rule: Rule, batch: Batch, hyper_tensors: dict, derived_tensors: dict, flags: dict) -> tuple:
-    """Throw-away inputs shaped like ``batch``'s for compiling its kernel in the background. Inductor takes
-    codegen decisions (parallelise a loop or not) from the example's lengths, so they are realistic."""
+    """Throw-away inputs shaped like ``batch``'s (one size class) for compiling its kernel in the background,
+    with realistic lengths (inductor picks a bf16 loop's vector width from them)."""
     n = max(64, min(max(p.numel() for p in batch.params), 1 << 20))
     p = batch.params[0]
     make = lambda dtype: [torch.zeros(n, dtype=dtype, device=p.device) for _ in range(CHUNK)]  # noqa: E731
