@@ -22,12 +22,15 @@ HIGH16 = -65536  # 0xFFFF0000 as int32: the bits a bf16 keeps
 
 def hash32(index: torch.Tensor, seed) -> torch.Tensor:
     """An avalanche hash of int32 ``index`` mixed with ``seed`` (an int below 2³¹), as int32."""
-    h = index * GOLDEN + seed
-    h = h ^ ((h >> 16) & LOW16)  # masked: ``>>`` is arithmetic on int32, the hash wants logical
-    h = h * MIX
-    h = h ^ ((h >> 16) & LOW16)
-    h = h * MIX
-    return h ^ ((h >> 16) & LOW16)
+    # In place on the one fresh temporary: eagerly, every new tensor-sized buffer costs its page faults
+    # (6.6 ns per element out of place here, 3.0 in place); compiled, the two forms are the same graph.
+    h = index * GOLDEN
+    h += seed
+    for _ in range(2):
+        h ^= (h >> 16) & LOW16  # masked: ``>>`` is arithmetic on int32, the hash wants logical
+        h *= MIX
+    h ^= (h >> 16) & LOW16
+    return h
 
 
 def stochastic_round_bf16(x: torch.Tensor, seed) -> torch.Tensor:
@@ -38,8 +41,11 @@ def stochastic_round_bf16(x: torch.Tensor, seed) -> torch.Tensor:
     """
     x = x.float()
     index = torch.arange(x.numel(), device=x.device, dtype=torch.int32).view(x.shape)
-    noise = hash32(index, seed) & LOW16
-    return ((x.view(torch.int32) + noise) & HIGH16).view(torch.float32).to(torch.bfloat16)
+    bits = hash32(index, seed)
+    bits &= LOW16
+    bits += x.view(torch.int32)
+    bits &= HIGH16
+    return bits.view(torch.float32).to(torch.bfloat16)
 
 
 def round_to(x: torch.Tensor, dtype: torch.dtype, seed) -> torch.Tensor:
