@@ -198,16 +198,15 @@ class Compiled:
 
     def call(self, key: tuple, *args) -> None:
         """``key``'s kernel on ``args`` (:func:`multi_apply`'s, the rule first)."""
-        self.call_chunks(key, [args])
+        self.call_chunks([(key, args)])
 
-    def call_chunks(self, key: tuple, calls) -> None:
-        """``key``'s kernel on each argument tuple of ``calls``, under one entry of the compile settings
-        (entering them costs ~27 µs here, more than a chunk of small tensors' kernel); a compile happens
-        inside the first call, with :func:`compat.refined_cpu_codegen`'s refinements."""
-        kernel = self.get(key, calls[0][0])
+    def call_chunks(self, calls: list[tuple[tuple, tuple]]) -> None:
+        """Each ``(key, args)`` of ``calls``: ``key``'s kernel on ``args``, all under one entry of the compile
+        settings (entering them costs ~50 µs here, more than a chunk of small tensors' kernel); a compile
+        happens inside a kernel's first call, with :func:`compat.refined_cpu_codegen`'s refinements."""
         with compat.no_duck_shapes(), compat.refined_cpu_codegen(), torch.no_grad():
-            for args in calls:
-                kernel(*args)
+            for key, args in calls:
+                self.get(key, args[0])(*args)
 
     def warm_in_background(self, key: tuple, example: tuple) -> None:
         """Compile ``key`` in a background thread by calling it once on throw-away tensors (``example``).
@@ -299,14 +298,16 @@ def _matrix_tensor(matrix: tuple[bool, ...], device: torch.device) -> torch.Tens
 
 
 def run_compiled(rule: Rule, batch: Batch, hyper_tensors: dict, derived_tensors: dict, flags: dict) -> None:
+    calls = []
     for serial, part in size_classes(batch):
         key = compile_key(rule, part, flags, serial)
         if key not in COMPILED.kernels:
             # Compiled on realistic lengths first: inductor's vector width for a bf16 loop follows the first
             # call's lengths, and a model's first tensors are often its smallest.
             COMPILED.call(key, *warm_example(rule, part, hyper_tensors, derived_tensors, flags))
-        COMPILED.call_chunks(key, [(rule, ps, gs, ss, h, d, flags, seeds, matrix)
-                                   for ps, gs, ss, h, d, seeds, matrix in chunks(part, hyper_tensors, derived_tensors)])
+        calls += [(key, (rule, ps, gs, ss, h, d, flags, seeds, matrix))
+                  for ps, gs, ss, h, d, seeds, matrix in chunks(part, hyper_tensors, derived_tensors)]
+    COMPILED.call_chunks(calls)
 
 
 def warm_example(rule: Rule, batch: Batch, hyper_tensors: dict, derived_tensors: dict, flags: dict) -> tuple:
