@@ -9,6 +9,7 @@ import torch._inductor.config as inductor_config
 from torch._inductor.utils import run_and_get_code
 
 from nesterov.engine import compat
+from nesterov.engine import kernels as K
 from nesterov.engine.precision import stochastic_round_bf16
 
 
@@ -67,3 +68,36 @@ def test_refined_cpu_codegen_tiles_for_bf16_vectorises_casts_and_indices_and_kee
     assert "x0+=static_cast<int64_t>(32L)" in code  # one bf16 register per step: no half-width masked accesses
     assert "::arange(0, " in code  # the index vector: a broadcast plus a constant
     assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])  # the same bits as the eager rule
+
+
+def test_a_backend_sees_where_each_graph_input_comes_from_and_the_compiled_graph_runs_without_dynamo():
+    seen = {}
+
+    def backend(gm, example_inputs):
+        seen["expressions"] = compat.graph_input_expressions(gm)
+        seen["compiled"] = compat.compile_graph(gm, example_inputs, {})
+        return seen["compiled"]
+
+    def step(params, grads, lr):
+        for p, g in zip(params, grads):
+            p.sub_(lr * g)
+
+    params, grads, lr = [torch.ones(5), torch.ones(7)], [torch.full((5,), 2.0), torch.full((7,), 3.0)], torch.tensor(0.5)
+    with torch.no_grad(), compat.no_duck_shapes():
+        torch.compile(step, backend=backend, dynamic=True, fullgraph=True)(params, grads, lr)
+        assert sorted(seen["expressions"]) == sorted(["L['params'][0]", "L['params'][0].size()[0]", "L['grads'][0]",
+                                                      "L['params'][1]", "L['params'][1].size()[0]", "L['grads'][1]",
+                                                      "L['lr']"])
+        args = {"params": params, "grads": grads, "lr": lr}
+        seen["compiled"](*[eval(e, {"L": args}) for e in seen["expressions"]])
+    assert torch.equal(params[0], torch.full((5,), -1.0)) and torch.equal(params[1], torch.full((7,), -2.0))
+
+
+def test_graph_inputs_maker_takes_plain_paths_into_multi_apply_arguments_only():
+    make = K.graph_inputs_maker(["L['params'][1]", "L['params'][1].size()[0]", "L['hypers']['lr']", "L['seeds']"])
+    params, hypers, seeds = [torch.zeros(2), torch.zeros(3)], {"lr": torch.tensor(0.1)}, torch.zeros(2)
+    got = make(None, params, None, None, hypers, None, None, seeds, None)
+    assert got[0] is params[1] and got[1] == 3 and got[2] is hypers["lr"] and got[3] is seeds
+    assert K.graph_inputs_maker(["L['other'][0]"]) is None  # not an argument of multi_apply
+    assert K.graph_inputs_maker(["___odict_getitem(L['hypers'], 'lr')"]) is None  # not a plain path
+    assert K.graph_inputs_maker(["L['params'][0].stride()[0]"]) is None

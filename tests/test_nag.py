@@ -185,6 +185,30 @@ def test_backend_matches_eager_rule(backend, variant):
     assert rel_diff(got_b, want_b) <= tol
 
 
+def test_compiled_cpu_kernels_are_called_without_dynamo_once_compiled(monkeypatch):
+    """After its compile, a CPU kernel's graph is called directly (no dynamo frame, no guards): same bits."""
+    shapes = [(17, 5), (33,), (300, 70)]  # tensors of both size classes: the serial and the shared kernel
+    params, ref = make_params(shapes, dtype=torch.float32), make_params(shapes, dtype=torch.float32)
+    opt = NAG(params, lr=0.05, momentum=0.9, state_dtype=torch.bfloat16, backend="compile")
+    ref_opt = NAG(ref, lr=0.05, momentum=0.9, state_dtype=torch.bfloat16, backend="eager")
+    gen = torch.Generator().manual_seed(5)
+    set_grads([params, ref], gen)
+    opt.step(), ref_opt.step()
+    keys = {key for key in K.COMPILED.kernels if key[0] == "nag" and "bfloat16" in key}
+    assert {key[-1] for key in keys} == {"serial", "shared"} and keys <= set(K.COMPILED.direct)
+
+    def through_dynamo(*args):
+        raise AssertionError("a compiled CPU kernel was called through torch.compile after its compile")
+
+    for key in keys:
+        monkeypatch.setitem(K.COMPILED.kernels, key, through_dynamo)
+    for _ in range(3):
+        set_grads([params, ref], gen)
+        opt.step(), ref_opt.step()
+    for p, q in zip(params, ref):
+        assert torch.equal(p, q) and torch.equal(opt.state[p]["momentum_buffer"], ref_opt.state[q]["momentum_buffer"])
+
+
 # -- GradScaler --------------------------------------------------------------------------------------
 def _tiny_model(seed=0, dtype=torch.float32):
     torch.manual_seed(seed)

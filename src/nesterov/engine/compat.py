@@ -25,6 +25,20 @@ def no_duck_shapes():
     return fx_config.patch(use_duck_shape=False)
 
 
+# -- an inductor-compiled graph, called without dynamo ---------------------------------------------------------
+def compile_graph(gm, example_inputs, options: dict):
+    """What torch.compile's inductor backend does with a graph dynamo captured: a callable of its inputs."""
+    from torch._inductor.compile_fx import compile_fx
+
+    return compile_fx(gm, example_inputs, config_patches=options)
+
+
+def graph_input_expressions(gm) -> list[str]:
+    """Where each input of a graph dynamo captured comes from, as Python over the frame's locals:
+    ``L['params'][3]``, ``L['params'][3].size()[0]`` (read inside a backend; dynamo drops it afterwards)."""
+    return [node.meta["grapharg"].source.name for node in gm.graph.find_nodes(op="placeholder")]
+
+
 SYMBOLS = {
     "torch._fused_sgd_": fused_sgd_,
     "torch._disable_dynamo": disable_dynamo,
