@@ -192,28 +192,35 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
     assert not (out / "last.pt").exists()
 
 
-def _signal_between_evaluations(p: subprocess.Popen, lo: int, hi: int, deadline: float, *, group: bool = False,
-                                before=None) -> str:
-    """Send SIGINT once the progress bar shows a step in [lo, hi] (first calling ``before()``, if given); return
-    the stderr read so far. ``group``: to the whole process group ``p`` leads, as a terminal's Ctrl-C does."""
+def _wait_for_step(p: subprocess.Popen, lo: int, hi: int, deadline: float, seen: bytes = b"") -> tuple[bytes, int]:
+    """Read ``p``'s stderr until its progress bar shows a step in [lo, hi]; return (all of stderr read so far,
+    ``seen`` included; that step). Fails if the run ends first, the bar skips the range or ``deadline`` (a
+    ``time.monotonic()``) passes."""
     import re
+    import select
 
-    seen = b""
-    while time.monotonic() < deadline:
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([p.stderr], [], [], left)[0], f"no progress in {lo}..{hi}: {seen[-400:]!r}"
         chunk = os.read(p.stderr.fileno(), 65536)
         assert chunk, seen.decode(errors="replace")
         seen += chunk
         shown = [int(n) for n in re.findall(rb"(\d+)/3000 ", seen[-400:])]
         if shown and lo <= shown[-1] <= hi:
-            if before is not None:
-                before()
-            if group:
-                os.killpg(p.pid, signal.SIGINT)
-            else:
-                p.send_signal(signal.SIGINT)
-            return seen.decode(errors="replace")
+            return seen, shown[-1]
         assert not shown or shown[-1] < hi, f"the bar jumped past {hi}: {shown}"
-    raise AssertionError(f"no progress in {lo}..{hi}: {seen[-400:]!r}")
+
+
+def _signal_between_evaluations(p: subprocess.Popen, lo: int, hi: int, deadline: float, *,
+                                group: bool = False) -> str:
+    """Send SIGINT once the progress bar shows a step in [lo, hi]; return the stderr read so far. ``group``: to
+    the whole process group ``p`` leads, as a terminal's Ctrl-C does."""
+    seen, _ = _wait_for_step(p, lo, hi, deadline)
+    if group:
+        os.killpg(p.pid, signal.SIGINT)
+    else:
+        p.send_signal(signal.SIGINT)
+    return seen.decode(errors="replace")
 
 
 def test_ctrl_c_in_training_checkpoints_the_current_step_and_resume_is_exact(tmp_path):
@@ -265,26 +272,58 @@ def _process_group(pgid: int) -> dict[int, int]:
     return found
 
 
+def _data_workers(pid: int) -> list[int]:
+    """The DataLoader workers of run ``pid``: its children, or (``forkserver``) the fork server's children.
+    multiprocessing's own helpers, the fork server and the resource tracker, are children of the run but not
+    workers."""
+    group = _process_group(pid)
+
+    def helper(q: int) -> bool:
+        try:
+            cmdline = Path(f"/proc/{q}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return b"multiprocessing.forkserver" in cmdline or b"multiprocessing.resource_tracker" in cmdline
+
+    helpers = {q for q, ppid in group.items() if ppid == pid and helper(q)}
+    return [q for q, ppid in group.items() if (ppid == pid and q not in helpers) or ppid in helpers]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process groups from /proc")
-def test_ctrl_c_with_dataloader_workers_checkpoints_and_leaves_no_worker_behind(tmp_path):
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_ctrl_c_with_dataloader_workers_checkpoints_and_leaves_no_worker_behind(tmp_path, start_method):
     """An image folder too large to cache is decoded per batch by DataLoader worker processes. Ctrl-C reaches
     them too (the terminal signals the whole process group): the run still stops at a step boundary with exit
-    130 and a checkpoint of that step, and no worker outlives it."""
+    130 and a checkpoint of that step, and no worker outlives it. The workers ignore SIGINT, whatever starts
+    them: forked ones would inherit the run's handler anyway, but those of ``forkserver`` (Python 3.14's
+    default on Linux) start with Python's own and would die of it, which a group Ctrl-C shows only when the run
+    still needs a batch they owed (1 run in 3); so the workers get a SIGINT of their own first."""
     pytest.importorskip("PIL")
     from _workloads import write_digits_pngs
 
     pngs = write_digits_pngs(tmp_path / "digits")
     part = tmp_path / "part"
-    env = dict(os.environ, NESTEROV_IMAGE_CACHE_BYTES="1000", NESTEROV_DATA_WORKERS="2")  # stream, 2 workers
+    env = dict(os.environ, NESTEROV_IMAGE_CACHE_BYTES="1000", NESTEROV_DATA_WORKERS="2",  # stream, 2 workers
+               NESTEROV_DATA_START_METHOD=start_method)
     p = subprocess.Popen([sys.executable, "-m", "nesterov", "--dataset", f"imagefolder:{pngs}", "--model", "mlp",
                           "--threads", "1", "--steps", "3000", "--eval-every", "1000", "--out", str(part)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
     workers = []
     try:
-        def note_workers():
-            workers.extend(pid for pid, ppid in _process_group(p.pid).items() if ppid == p.pid)
-
-        before = _signal_between_evaluations(p, 50, 600, time.monotonic() + 120, group=True, before=note_workers)
+        # The workers' part of a Ctrl-C first, alone: they must ignore it, and the run go on drawing batches from
+        # them well past what they had in flight (2 workers x 4 prefetched). A worker that dies of it fails the
+        # run, sooner or later: this half is what makes a dead worker certain to show.
+        deadline = time.monotonic() + 120
+        seen, at = _wait_for_step(p, 50, 400, deadline)
+        workers.extend(_data_workers(p.pid))
+        assert len(workers) == 2, f"expected the run's 2 DataLoader workers, found {workers}"
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+        seen, _ = _wait_for_step(p, at + 100, 900, deadline, seen)
+        assert sorted(_data_workers(p.pid)) == sorted(workers), "a DataLoader worker did not survive SIGINT"
+        # Then Ctrl-C as a terminal sends it, to the whole process group, before the evaluation at step 1000.
+        os.killpg(p.pid, signal.SIGINT)
+        before = seen.decode(errors="replace")
         p.wait(timeout=120)  # (what it writes after the signal fits in the pipe)
         # The run joins its workers before it exits, so none should be left by then; one that is, even if it
         # later notices its parent's death by itself (torch's worker watchdog, or a broken pipe), is an orphan.
@@ -294,7 +333,6 @@ def test_ctrl_c_with_dataloader_workers_checkpoints_and_leaves_no_worker_behind(
         left = _process_group(p.pid)
         _, rest = p.communicate(timeout=60)  # EOF once every holder of the pipes, workers included, has gone
         err = before + rest.decode(errors="replace")
-        assert len(workers) == 2, f"expected the 2 DataLoader workers as children of the run, found {workers}"
         assert p.returncode == 130, err
         assert "Traceback" not in err and "exited unexpectedly" not in err, err
         last = err.strip().splitlines()[-1]

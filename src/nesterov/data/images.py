@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 import os
 import pickle
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +224,28 @@ def worker_error(e: Exception) -> Exception:
     return e
 
 
+def start_method() -> str | None:
+    """How DataLoader workers are started: ``$NESTEROV_DATA_START_METHOD`` (``fork``, ``forkserver`` or ``spawn``,
+    as this platform offers them); unset or empty, None: multiprocessing's default (``fork`` on Linux before Python
+    3.14, ``forkserver`` from 3.14; ``spawn`` on macOS and Windows)."""
+    name = os.environ.get("NESTEROV_DATA_START_METHOD", "").strip()
+    if not name:
+        return None
+    methods = multiprocessing.get_all_start_methods()
+    if name not in methods:
+        raise _error(f"$NESTEROV_DATA_START_METHOD: {name!r} is not a start method here; use one of "
+                     f"{', '.join(methods)} (or leave it unset for the default)")
+    return name
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """A DataLoader worker ignores SIGINT: a terminal's Ctrl-C reaches the whole process group, and it is the main
+    process that acts on it (the trainer stops at a step boundary) and shuts its workers down.  Forked workers
+    would inherit the trainer's handler; those of ``forkserver`` and ``spawn`` start with Python's own, and a
+    worker killed by it loses the batches it owed (the run then fails instead of checkpointing)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _collate(batch):
     return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.int64)
 
@@ -277,13 +301,19 @@ class StreamedFolder:
                 f"{self.num_classes} classes" + "".join(f"; {n}" for n in self.notes))
 
     def loader(self, batches, test: bool = False, workers: int | None = None):
-        """Batches (uint8 images, labels) for an iterable of index lists, decoded by worker processes."""
+        """Batches (uint8 images, labels) for an iterable of index lists, decoded by worker processes.
+
+        ``workers`` processes (``$NESTEROV_DATA_WORKERS``, default half the cores, 1 to 4), started by
+        :func:`start_method`; they ignore Ctrl-C (:func:`_ignore_ctrl_c`), the caller stops them.
+        """
         if workers is None:
             workers = int(os.environ.get("NESTEROV_DATA_WORKERS", min(4, max(1, (os.cpu_count() or 2) // 2))))
         ds = _Files(self.test if test else self.train, self.input_shape[1:], self.mode)
         return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
                                            pin_memory=self.device.type == "cuda",
-                                           prefetch_factor=4 if workers else None)
+                                           prefetch_factor=4 if workers else None,
+                                           multiprocessing_context=start_method() if workers else None,
+                                           worker_init_fn=_ignore_ctrl_c if workers else None)
 
     def inputs(self, xb, augment="none", gen=None, share=None):
         if augment == "auto":
