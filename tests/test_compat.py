@@ -88,6 +88,7 @@ def test_a_backend_sees_where_each_graph_input_comes_from_and_the_compiled_graph
         assert sorted(seen["expressions"]) == sorted(["L['params'][0]", "L['params'][0].size()[0]", "L['grads'][0]",
                                                       "L['params'][1]", "L['params'][1].size()[0]", "L['grads'][1]",
                                                       "L['lr']"])
+        assert compat.takes_inputs_as_arguments(seen["compiled"])
         args = {"params": params, "grads": grads, "lr": lr}
         seen["compiled"](*[eval(e, {"L": args}) for e in seen["expressions"]])
     assert torch.equal(params[0], torch.full((5,), -1.0)) and torch.equal(params[1], torch.full((7,), -2.0))

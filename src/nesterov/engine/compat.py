@@ -6,6 +6,7 @@ torch does not promise these across releases; when one moves, this module is the
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 
 import torch
@@ -31,6 +32,13 @@ def compile_graph(gm, example_inputs, options: dict):
     from torch._inductor.compile_fx import compile_fx
 
     return compile_fx(gm, example_inputs, config_patches=options)
+
+
+def takes_inputs_as_arguments(compiled) -> bool:
+    """Whether a callable ``compile_graph`` returned takes the graph's inputs as separate arguments (AOT
+    autograd's usual wrapper), not boxed in one list that it empties (the wrapper for flattened inputs)."""
+    code = getattr(compiled, "__code__", None)
+    return code is not None and bool(code.co_flags & inspect.CO_VARARGS)
 
 
 def graph_input_expressions(gm) -> list[str]:

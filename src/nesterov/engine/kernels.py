@@ -221,7 +221,9 @@ class Compiled:
         directly from then on (see :meth:`call_chunks`)."""
         def backend(gm, example_inputs):
             compiled = compat.compile_graph(gm, example_inputs, options)
-            make = graph_inputs_maker(compat.graph_input_expressions(gm)) if key[1] == "cpu" else None
+            make = None
+            if key[1] == "cpu" and compat.takes_inputs_as_arguments(compiled):
+                make = graph_inputs_maker(compat.graph_input_expressions(gm))
             if make is not None:
                 self.direct[key] = (compiled, make)
             return compiled
