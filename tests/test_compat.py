@@ -9,7 +9,7 @@ import torch._inductor.config as inductor_config
 from torch._inductor.utils import run_and_get_code
 
 from nesterov.engine import compat
-from nesterov.engine import kernels as K
+from nesterov.engine import compiled as C
 from nesterov.engine.precision import stochastic_round_bf16
 
 
@@ -95,10 +95,10 @@ def test_a_backend_sees_where_each_graph_input_comes_from_and_the_compiled_graph
 
 
 def test_graph_inputs_maker_takes_plain_paths_into_multi_apply_arguments_only():
-    make = K.graph_inputs_maker(["L['params'][1]", "L['params'][1].size()[0]", "L['hypers']['lr']", "L['seeds']"])
+    make = C.graph_inputs_maker(["L['params'][1]", "L['params'][1].size()[0]", "L['hypers']['lr']", "L['seeds']"])
     params, hypers, seeds = [torch.zeros(2), torch.zeros(3)], {"lr": torch.tensor(0.1)}, torch.zeros(2)
     got = make(None, params, None, None, hypers, None, None, seeds, None)
     assert got[0] is params[1] and got[1] == 3 and got[2] is hypers["lr"] and got[3] is seeds
-    assert K.graph_inputs_maker(["L['other'][0]"]) is None  # not an argument of multi_apply
-    assert K.graph_inputs_maker(["___odict_getitem(L['hypers'], 'lr')"]) is None  # not a plain path
-    assert K.graph_inputs_maker(["L['params'][0].stride()[0]"]) is None
+    assert C.graph_inputs_maker(["L['other'][0]"]) is None  # not an argument of multi_apply
+    assert C.graph_inputs_maker(["___odict_getitem(L['hypers'], 'lr')"]) is None  # not a plain path
+    assert C.graph_inputs_maker(["L['params'][0].stride()[0]"]) is None

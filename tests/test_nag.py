@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import nesterov
 from nesterov import NAG
+from nesterov.engine import compiled as C
 from nesterov.engine import kernels as K
 
 from _compiled import train_compiled_and_eager
@@ -194,14 +195,14 @@ def test_compiled_cpu_kernels_are_called_without_dynamo_once_compiled(monkeypatc
     gen = torch.Generator().manual_seed(5)
     set_grads([params, ref], gen)
     opt.step(), ref_opt.step()
-    keys = {key for key in K.COMPILED.kernels if key[0] == "nag" and "bfloat16" in key}
-    assert {key[-1] for key in keys} == {"serial", "shared"} and keys <= set(K.COMPILED.direct)
+    keys = {key for key in C.COMPILED.kernels if key[0] == "nag" and "bfloat16" in key}
+    assert {key[-1] for key in keys} == {"serial", "shared"} and keys <= set(C.COMPILED.direct)
 
     def through_dynamo(*args):
         raise AssertionError("a compiled CPU kernel was called through torch.compile after its compile")
 
     for key in keys:
-        monkeypatch.setitem(K.COMPILED.kernels, key, through_dynamo)
+        monkeypatch.setitem(C.COMPILED.kernels, key, through_dynamo)
     for _ in range(3):
         set_grads([params, ref], gen)
         opt.step(), ref_opt.step()
@@ -535,8 +536,8 @@ def test_auto_uses_torch_fused_sgd_where_exact_and_compiles_elsewhere_in_the_bac
     for _ in range(K.AUTO_COMPILE_AFTER_STEPS):  # foreach steps, then the compile starts in the background
         set_grads([params, ref_params], gen)
         step_ours(), ref.step()
-    key = next(k for k in K.COMPILED.ready if k[0] == "nag" and "bfloat16" in k)
-    assert K.COMPILED.ready[key].wait(timeout=300), "background compile did not finish"
+    key = next(k for k in C.COMPILED.ready if k[0] == "nag" and "bfloat16" in k)
+    assert C.COMPILED.ready[key].wait(timeout=300), "background compile did not finish"
     from torch._dynamo.utils import counters
 
     for _ in range(3):

@@ -105,7 +105,8 @@ def auto_note(c: Contender, wait_s: float) -> str:
     """Which kernels ``auto`` stepped with: it steps (as a training run would) through its first foreach
     steps until its background compile starts, then up to ``wait_s`` more seconds for the compile to take
     over, so that the timed rounds run beside no compile."""
-    from nesterov.engine.kernels import AUTO_COMPILE_AFTER_STEPS, COMPILED
+    from nesterov.engine.compiled import COMPILED
+    from nesterov.engine.kernels import AUTO_COMPILE_AFTER_STEPS
 
     seen = c.optimizer.backends_seen
     before = set(COMPILED.ready)
@@ -133,6 +134,6 @@ def auto_note(c: Contender, wait_s: float) -> str:
 
 
 def _compiling() -> bool:
-    from nesterov.engine.kernels import COMPILED
+    from nesterov.engine.compiled import COMPILED
 
     return any(not event.is_set() for event in COMPILED.ready.values())

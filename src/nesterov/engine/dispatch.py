@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributed.tensor import DTensor
 
+from nesterov.engine import compiled as C
 from nesterov.engine import kernels as K
 from nesterov.engine.matrices import shard_like
 from nesterov.rules.base import Rule
@@ -99,7 +100,7 @@ class Dispatcher:
                 K.run_eager(rule, eager, hypers, derived, flags)
             if compiled.params:
                 p = compiled.params[0]
-                K.run_compiled(rule, compiled, self._tensors((index, "hypers", p.device, p.dtype), hypers, p),
+                C.run_compiled(rule, compiled, self._tensors((index, "hypers", p.device, p.dtype), hypers, p),
                                self._tensors((index, "derived", p.device, p.dtype), derived, p), flags)
 
     def _backend_now(self, rule: Rule, batch: K.Batch, hypers: dict, derived: dict, flags: dict) -> str:
@@ -115,20 +116,20 @@ class Dispatcher:
         compiled, _ = batch.split(batch.compilable)
         if not compiled.params:
             return "foreach"
-        classes = K.size_classes(compiled)
-        keys = [K.compile_key(rule, part, flags, serial) for serial, part in classes]
-        if all(K.COMPILED.is_ready(key) for key in keys):
+        classes = C.size_classes(compiled)
+        keys = [C.compile_key(rule, part, flags, serial) for serial, part in classes]
+        if all(C.COMPILED.is_ready(key) for key in keys):
             return "compile"
-        failed = [key for key in keys if key in K.COMPILED.errors]
+        failed = [key for key in keys if key in C.COMPILED.errors]
         if failed:
-            K.warn_once(f"nesterov: torch.compile failed for {failed[0]} ({K.COMPILED.errors[failed[0]]!r}); "
+            K.warn_once(f"nesterov: torch.compile failed for {failed[0]} ({C.COMPILED.errors[failed[0]]!r}); "
                         f"stepping with the foreach backend")
         elif self.foreach_steps.setdefault(keys[0], 0) < K.AUTO_COMPILE_AFTER_STEPS:
             self.foreach_steps[keys[0]] += 1
         else:
             zeros = {k: torch.zeros((), dtype=self._hyper_dtype(p), device=p.device) for k in (*hypers, *derived)}
             for key, (_, part) in zip(keys, classes):
-                K.COMPILED.warm_in_background(key, K.warm_example(
+                C.COMPILED.warm_in_background(key, C.warm_example(
                     rule, part, {k: zeros[k] for k in hypers}, {k: zeros[k] for k in derived}, flags))
         return "foreach"
 
