@@ -55,7 +55,7 @@ SYMBOLS = {
 
 
 # -- inductor's CPU code generation, refined for nesterov's own compiled steps ---------------------------------
-# Two choices inductor 2.13 makes for a loop that mixes fp32 and bf16 cost a bf16-state step 3-4 × its memory
+# Three choices inductor 2.13 makes for a loop that mixes fp32 and bf16 cost a bf16-state step 3-4 × its memory
 # time on this AVX-512 CPU (scripts/bf16_rounding_cost.py):
 # - it tiles by 16 lanes (fp32's width) unless *every* fused loop body is low-precision, so each bf16 load and
 #   store fills half a 32-lane register through a masked memory access (NAG with bf16 state, one thread:
@@ -66,13 +66,15 @@ SYMBOLS = {
 #   a constant vector gives the same lanes (0.48 ns per element, 0.70 without).
 # The refinements below apply only while ``refined_cpu_codegen()`` is entered in the compiling thread: a user's
 # own torch.compile in another thread is generated as inductor would. Where a symbol moved (another torch),
-# nothing is patched and the kernels are what inductor makes of them (as fast as before, and as exact).
+# nothing is patched and the kernels are what inductor makes of them (slower with bf16 state, as exact).
 _refine = threading.local()
 _installed = False
 
 
 # Part of the key of torch.compile's disk caches while the refinements are on: a kernel generated without
 # them (or by an older version of them: bump the number) is never read back for one generated with them.
+# (torch's config is process-wide: a compile in another thread meanwhile gets the tag in its key too, which
+# only files its kernel apart.)
 CODEGEN_TAG = "nesterov-cpu-codegen-2"
 
 
