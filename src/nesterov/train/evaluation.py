@@ -39,15 +39,9 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, inputs=None, autocast=None
         xb = x[i:j] if inputs is None else inputs(x[i:j])
         with autocast or contextlib.nullcontext():
             logits = model(xb)
-        logits = (logits if logits.dtype == torch.float64 else logits.float()).reshape(-1, logits.shape[-1])
-        yb = y[i:j].reshape(-1)
-        sums[0] += F.cross_entropy(logits, yb, reduction="sum")
-        sums[1] += (logits.argmax(1) == yb).sum()
-        sums[2] += len(yb)
+        _add_batch(sums, logits.reshape(-1, logits.shape[-1]), y[i:j].reshape(-1))
     model.train(was_training)
-    dist.all_sum(sums)
-    loss, correct, count = sums.tolist()
-    return loss / count, correct / count
+    return _means(sums, dist)
 
 
 @torch.no_grad()
@@ -71,11 +65,21 @@ def evaluate_streamed(model, data, dist: D.Dist, device, dtype, autocast) -> tup
         xb, yb = xb.to(device), yb.to(device)
         with autocast or contextlib.nullcontext():
             logits = model(data.inputs(xb).to(dtype))
-        logits = logits if logits.dtype == torch.float64 else logits.float()
-        sums[0] += F.cross_entropy(logits, yb, reduction="sum")
-        sums[1] += (logits.argmax(1) == yb).sum()
-        sums[2] += len(yb)
+        _add_batch(sums, logits, yb)
     model.train(was_training)
+    return _means(sums, dist)
+
+
+def _add_batch(sums: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+    """Add one chunk's summed cross-entropy, correct predictions and count to ``sums`` (logits in ≥ fp32)."""
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+    sums[0] += F.cross_entropy(logits, y, reduction="sum")
+    sums[1] += (logits.argmax(1) == y).sum()
+    sums[2] += len(y)
+
+
+def _means(sums: torch.Tensor, dist: D.Dist) -> tuple[float, float]:
+    """(mean loss, accuracy) from the sums of every rank: the evaluation's one host sync."""
     dist.all_sum(sums)
     loss, correct, count = sums.tolist()
     return loss / count, correct / count
