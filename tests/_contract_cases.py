@@ -13,7 +13,8 @@ import nesterov
 
 OPTIMIZERS = ("NAG", "NAdamW", "Adan", "LARS", "LAMB", "Muon")
 BACKENDS = ("eager", "foreach", "compile", "auto")
-EXTRA_BACKENDS = {"NAG": ("torch",)}  # torch's own fused SGD kernel (fp32/fp64)
+# torch's own fused SGD kernel (fp32/fp64); the C++ kernels of the per-tensor rules (CPU, fp32/fp64)
+EXTRA_BACKENDS = {"NAG": ("torch",), "LARS": ("cpp",), "LAMB": ("cpp",)}
 
 # Hyperparameters that exercise every term of each rule (momentum, weight decay, bias corrections);
 # per-test overrides go through ``make(..., **overrides)``.

@@ -34,6 +34,11 @@ def test_inductor_symbol_the_cpu_refinements_use_exists(name):
     assert compat.install_cpu_codegen_refinements()
 
 
+@pytest.mark.parametrize("name", sorted(compat.cpp_kernel_symbols()))
+def test_inductor_symbol_the_cpp_backend_uses_exists(name):
+    assert callable(compat.cpp_kernel_symbols()[name]), name
+
+
 def _bf16_state_step(p, g, b, seed):
     """A NAG step with bf16 momentum written by stochastic rounding: fp32 and bf16 in one loop, two bit casts."""
     nb = 0.9 * b.float() + g

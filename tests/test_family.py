@@ -456,27 +456,32 @@ def test_public_names_and_defaults():
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_auto_compiles_in_the_background_and_matches_eager(rule, monkeypatch):
-    """``auto`` warms the compiled kernel on throw-away inputs while foreach steps, then switches to it."""
+def test_auto_builds_in_the_background_and_matches_eager(rule, monkeypatch):
+    """``auto`` builds its kernel (LARS's and LAMB's C++ one on CPU; the compiled rule, warmed on throw-away
+    inputs, for the others) while foreach steps, then switches to it."""
     from nesterov.engine import compiled as C
+    from nesterov.engine import cpp_kernels
     from nesterov.engine import kernels as K
 
     monkeypatch.setattr(K, "AUTO_COMPILE_MIN_NUMEL", 0)
+    monkeypatch.setattr(cpp_kernels, "CPP", cpp_kernels.CppKernels())  # a fresh cache: built during the run
     shapes = [(9, 7)]
     params, ref = make_params(shapes, dtype=torch.float32), make_params(shapes, dtype=torch.float32)
     opt, ref_opt = RULES[rule](params), RULES[rule](ref, backend="eager")
     grads = grad_sequence(shapes, K.AUTO_COMPILE_AFTER_STEPS + 600, 0, dtype=torch.float32)
     used = []
-    run_compiled = C.run_compiled
-    monkeypatch.setattr(C, "run_compiled", lambda *a: (used.append(1), run_compiled(*a)))
+    module, name = (cpp_kernels, "run_cpp") if opt.rule.cpp_kernel else (C, "run_compiled")
+    kernel = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a: (used.append(1), kernel(*a)))
     for k, gs in enumerate(grads):
         run(opt, params, [gs])
         run(ref_opt, ref, [gs])
         if used and k > 2:
             break
-        if k > K.AUTO_COMPILE_AFTER_STEPS:
-            time.sleep(0.1)  # the compile runs in a background thread
-    assert used, "auto never switched to the compiled kernel"
+        if k > K.AUTO_COMPILE_AFTER_STEPS or opt.rule.cpp_kernel:
+            time.sleep(0.1)  # the build runs in a background thread
+    assert used, f"auto never switched to the {name} kernel"
+    assert "foreach" in opt.backends_seen
     run(opt, params, grads[-2:])
     run(ref_opt, ref, grads[-2:])
     assert rel_diff(params[0].detach(), ref[0].detach()) <= 1e-5

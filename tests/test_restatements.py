@@ -1,8 +1,9 @@
 """Every restatement of every rule, for every combination of its flags, against the rule as written.
 
-Generated from the rules' own declarations (``Rule.foreach``, ``Rule.torch_kernel``, ``Rule.flags``): a
-restatement added to a rule is tested here without another line. float64, fresh random inputs and
-hyperparameters from hypothesis, first and later steps (the per-step scalars differ), bound ≤ 1e-12.
+Generated from the rules' own declarations (``Rule.foreach``, ``Rule.torch_kernel``, ``Rule.cpp_kernel``,
+``Rule.flags``): a restatement added to a rule is tested here without another line. float64, fresh random
+inputs and hyperparameters from hypothesis, first and later steps (the per-step scalars differ), bound
+≤ 1e-12.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nesterov.engine import cpp_kernels
 from nesterov.rules.adan import ADAN_RULE
 from nesterov.rules.lamb import LAMB_RULE
 from nesterov.rules.lars import LARS_RULE
@@ -47,7 +49,7 @@ GROUPS = {
 def cases():
     """(rule, restatement name, flags) for every declared restatement and every flag combination."""
     for rule in GROUPS:
-        for name in ("foreach", "torch_kernel"):
+        for name in ("foreach", "torch_kernel", "cpp_kernel"):
             if getattr(rule, name) is None:
                 continue
             for values in itertools.product((False, True), repeat=len(rule.flags)):
@@ -86,6 +88,8 @@ def test_restatement_equals_the_rule(rule, restatement, flags, data, shapes, t, 
     extra = {"matrix": matrix} if rule.per_tensor else {}
     if restatement == "foreach":
         rule.foreach(got_p, got_g, *got_s, **hypers, **derived, **flags, **extra)
+    elif restatement == "cpp_kernel":
+        cpp_kernels.step(rule, got_p, got_g, got_s, matrix, hypers, derived, flags)
     else:
         if not rule.torch_kernel_supports(torch.device("cpu"), torch.float64):
             pytest.skip("torch's kernel does not run here")

@@ -47,6 +47,22 @@ def graph_input_expressions(gm) -> list[str]:
     return [node.meta["grapharg"].source.name for node in gm.graph.find_nodes(op="placeholder")]
 
 
+def cpp_kernel_symbols() -> dict:
+    """What :func:`load_cpp_kernel` calls, by name (imported on use: inductor takes seconds to import)."""
+    from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+    return {"torch._inductor.codecache.CppPythonBindingsCodeCache.load_pybinding":
+            CppPythonBindingsCodeCache.load_pybinding}
+
+
+def load_cpp_kernel(argtypes: list[str], source: str, flags: tuple[str, ...] = ()):
+    """C++ ``source`` defining ``extern "C" void kernel(...)``, compiled and loaded the way inductor builds its
+    own CPU kernels (its compiler flags, then ``flags``; its OpenMP, so torch's thread count holds; its disk
+    cache): a Python callable taking a tensor for each pointer in ``argtypes`` and an int for each ``int64_t``."""
+    load = cpp_kernel_symbols()["torch._inductor.codecache.CppPythonBindingsCodeCache.load_pybinding"]
+    return load(argtypes, source, extra_flags=flags)
+
+
 SYMBOLS = {
     "torch._fused_sgd_": fused_sgd_,
     "torch._disable_dynamo": disable_dynamo,

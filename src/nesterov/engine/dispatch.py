@@ -13,6 +13,7 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from nesterov.engine import compiled as C
+from nesterov.engine import cpp_kernels
 from nesterov.engine import kernels as K
 from nesterov.engine.matrices import shard_like
 from nesterov.rules.base import Rule
@@ -92,6 +93,12 @@ class Dispatcher:
                 K.run_foreach(rule, rest, hypers, derived, flags)
         elif backend == "foreach":
             K.run_foreach(rule, batch, hypers, derived, flags)
+        elif backend == "cpp":
+            dense, rest = batch.split(batch.aligned)  # the kernel walks each tensor's memory in order
+            if dense.params:
+                cpp_kernels.run_cpp(rule, dense, hypers, derived, flags)
+            if rest.params:
+                K.run_foreach(rule, rest, hypers, derived, flags)
         elif backend == "eager":
             K.run_eager(rule, batch, hypers, derived, flags)
         else:
@@ -111,6 +118,15 @@ class Dispatcher:
         if rule.torch_kernel is not None and batch.seeds is None and batch.states[0][0].dtype == p.dtype \
                 and rule.torch_kernel_supports(p.device, p.dtype):
             return "torch"
+        if cpp_kernels.supports(rule, p.device, p.dtype, batch.states[0][0].dtype) and batch.seeds is None:
+            if cpp_kernels.CPP.is_ready(rule, p.dtype):
+                return "cpp"
+            cpp_kernels.CPP.build_in_background(rule, p.dtype)
+            error = cpp_kernels.CPP.errors.get((rule.name, p.dtype))
+            if error is None:
+                return "foreach"
+            K.warn_once(f"nesterov: building the C++ kernel of {rule.name} failed ({error!r}); stepping with "
+                        f"foreach, then the compiled rule")
         if p.device.type == "cpu" and batch.numel < K.AUTO_COMPILE_MIN_NUMEL:
             return "foreach"
         compiled, _ = batch.split(batch.compilable)

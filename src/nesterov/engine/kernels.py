@@ -12,6 +12,8 @@ and one step count.
 - ``compile``: ``rule.update`` through ``torch.compile`` over chunks of flattened tensors
   (:mod:`nesterov.engine.compiled`).
 - ``torch``: one of torch's own fused kernels where it computes exactly the rule (NAG: fused SGD).
+- ``cpp``: the rule's hand-written C++ kernel for CPU, where it has one (LARS, LAMB:
+  :mod:`nesterov.engine.cpp_kernels`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from nesterov.engine.precision import round_to
 from nesterov.rules.base import Rule
 
-BACKENDS = ("auto", "compile", "foreach", "torch", "eager")
+BACKENDS = ("auto", "compile", "foreach", "torch", "cpp", "eager")
 
 # Below this many elements per batch, ``auto`` on CPU stays on foreach: a compiled call has a fixed cost
 # of tens of µs, more than the few foreach kernels it would replace on small tensors.

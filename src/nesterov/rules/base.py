@@ -27,7 +27,10 @@ class Rule:
     Restatements, each tied to ``update`` by ``tests/test_restatements.py`` for every flag combination:
     ``foreach`` (in place over lists of tensors with Python-float hyperparameters, states in the
     parameter's dtype) and ``torch_kernel`` (in place, one of torch's own fused kernels that computes
-    exactly this rule, usable where ``torch_kernel_supports(device, dtype)``).
+    exactly this rule, usable where ``torch_kernel_supports(device, dtype)``) and ``cpp_kernel`` (the name of a
+    C++ source beside the rule, in place over dense CPU tensors of float32 or float64; its ``Args`` struct
+    holds ``cpp_args``, hyperparameters, per-step scalars and flags by name, as doubles; see
+    :mod:`nesterov.engine.cpp_kernels`).
     """
 
     name: str
@@ -43,6 +46,8 @@ class Rule:
     foreach: Callable | None = field(default=None, compare=False)
     torch_kernel: Callable | None = field(default=None, compare=False)
     torch_kernel_supports: Callable | None = field(default=None, compare=False)
+    cpp_kernel: str | None = field(default=None, compare=False)
+    cpp_args: tuple[str, ...] = field(default=(), compare=False)
 
     def flags_of(self, group: dict) -> dict:
         return {name: bool(group[name]) for name in self.flags}

@@ -78,4 +78,7 @@ LAMB_RULE = Rule(
     update=update,
     foreach=foreach,
     per_tensor=True,
+    cpp_kernel="lamb.cpp",
+    cpp_args=("lr", "c1", "c2", "eps", "weight_decay", "inv_bias_correction1", "inv_bias_correction2", "maximize",
+              "exclude_1d"),
 )

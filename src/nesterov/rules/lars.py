@@ -70,4 +70,6 @@ LARS_RULE = Rule(
     update=update,
     foreach=foreach,
     per_tensor=True,
+    cpp_kernel="lars.cpp",
+    cpp_args=("lr", "momentum", "weight_decay", "trust_coefficient", "eps", "maximize", "nesterov", "exclude_1d"),
 )

@@ -1,0 +1,109 @@
+"""The ``cpp`` backend (LARS's and LAMB's C++ kernels): many tensors and threads against the rule as written,
+what ``auto`` does with it, and what it refuses.
+
+tests/test_restatements.py ties each kernel to its rule for every flag combination on small tensors; here
+the tensors are long enough to be split among threads, and the slices meet at the norm barrier.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import nesterov
+from nesterov.engine import cpp_kernels
+
+KWARGS = {"LARS": dict(lr=0.5, momentum=0.9, weight_decay=0.01, trust_coefficient=0.02),
+          "LAMB": dict(lr=0.01, weight_decay=0.01)}
+# Matrices and vectors (with and without a trust ratio), lengths that do and do not fill a cache line per thread.
+SHAPES = [(300, 401), (1000,), (64, 3, 5, 5), (7,), (2, 50001), (1,)]
+
+
+def params(dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in SHAPES]
+
+
+def run(name, backend, threads, steps=3, dtype=torch.float64, **kw):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ps = params(dtype)
+        opt = getattr(nesterov, name)(ps, backend=backend, **{**KWARGS[name], **kw})
+        for t in range(steps):
+            gen = torch.Generator().manual_seed(100 + t)
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=dtype)
+            opt.step()
+        return ps, opt
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", ["LARS", "LAMB"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("exclude_1d", [True, False])
+def test_cpp_kernel_equals_the_rule_on_tensors_split_among_threads(name, threads, exclude_1d):
+    want, _ = run(name, "eager", threads, exclude_1d=exclude_1d)
+    got, opt = run(name, "cpp", threads, exclude_1d=exclude_1d)
+    assert opt.backends_seen == {"cpp"}
+    for g, w in zip(got, want):
+        assert ((g - w).abs().max() / w.abs().max().clamp(min=1)).item() <= 1e-12
+
+
+@pytest.mark.parametrize("name", ["LARS", "LAMB"])
+def test_cpp_kernel_is_deterministic_for_a_thread_count(name):
+    a, _ = run(name, "cpp", 2, dtype=torch.float32)
+    b, _ = run(name, "cpp", 2, dtype=torch.float32)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("name", ["LARS", "LAMB"])
+def test_auto_steps_float32_cpu_on_the_cpp_kernel_once_built(name):
+    cpp_kernels.CPP.get(getattr(nesterov, name).rule, torch.float32)  # built (or read from the disk cache) first
+    got, opt = run(name, "auto", 2, dtype=torch.float32)
+    want, _ = run(name, "eager", 2, dtype=torch.float32)
+    assert opt.backends_seen == {"cpp"}
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)  # float32: the norms are summed in another order
+
+
+def test_auto_steps_on_foreach_while_the_kernel_builds_and_after_a_failed_build(monkeypatch, tmp_path):
+    """C++ that does not compile: auto warns once and keeps stepping, on foreach as while a build runs."""
+    broken = tmp_path / "per_tensor.h"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(cpp_kernels, "HEADER", broken)
+    monkeypatch.setattr(cpp_kernels, "CPP", cpp_kernels.CppKernels())  # a fresh cache: nothing built yet
+    ps = params(torch.float32)
+    opt = nesterov.LARS(ps, **KWARGS["LARS"])
+
+    def step():
+        for p in ps:
+            p.grad = torch.full_like(p, 0.01)
+        before = [p.detach().clone() for p in ps]
+        opt.step()
+        assert all(not torch.equal(p, b) for p, b in zip(ps, before))
+
+    step()  # starts the build
+    for thread in threading.enumerate():
+        if thread.name == "nesterov-cpp-build":
+            thread.join()
+    assert ("lars", torch.float32) in cpp_kernels.CPP.errors
+    with pytest.warns(RuntimeWarning, match="building the C\\+\\+ kernel of lars failed"):
+        step()
+    step()
+    assert opt.backends_seen == {"foreach"}
+
+
+@pytest.mark.parametrize("name", ["NAG", "NAdamW", "Adan"])
+def test_cpp_backend_is_refused_for_rules_without_a_kernel(name):
+    with pytest.raises(ValueError, match="backend='cpp'.*no C\\+\\+ kernel"):
+        getattr(nesterov, name)([torch.nn.Parameter(torch.zeros(3))], backend="cpp")
+
+
+@pytest.mark.parametrize("dtype, state_dtype", [(torch.bfloat16, None), (torch.float32, torch.bfloat16)])
+def test_cpp_backend_is_refused_for_what_its_kernel_does_not_step(dtype, state_dtype):
+    with pytest.raises(ValueError, match=r"backend='cpp' cannot step params \(param group 0\)\[0\]"):
+        nesterov.LARS([torch.nn.Parameter(torch.zeros(3, 3, dtype=dtype))], backend="cpp", state_dtype=state_dtype)
