@@ -44,6 +44,10 @@ class Norms {
   int64_t round_ = 0;
 };
 
+// A kernel sums its squares under `#pragma omp simd simdlen(32)`: 32 lanes are four vectors of doubles, so
+// four chains of additions run side by side where one would wait on each add's latency (ResNet-50 shapes,
+// 2 threads: LARS 1.26 -> 1.21 x torch's fused SGD, LAMB 1.27 -> 1.21 x its fused AdamW, in one process).
+
 // `body(t, lo, hi, norms)` for every tensor t, in one parallel region: each thread takes the same slice
 // [lo, hi) of every tensor (a multiple of 64 bytes long, so no two threads write one cache line).
 template <typename Body>

@@ -35,7 +35,7 @@ static void step_tensors(const Tensors& x, const Args& a) {
     scratch.resize(std::max<int64_t>(hi - lo, 0));
     scalar_t* r = scratch.data();
     double ww = 0, rr = 0;  // ‖w‖², ‖r‖²
-    #pragma omp simd reduction(+ : ww, rr)
+    #pragma omp simd simdlen(32) reduction(+ : ww, rr)  // see per_tensor.h
     for (int64_t i = lo; i < hi; i++) {
       moments(i);
       r[i - lo] = direction(i);

@@ -15,7 +15,7 @@ static void step_tensors(const Tensors& x, const Args& a) {
     scalar_t trust = 1, decay = 0;
     if (x.matrix[t] || !a.exclude_1d) {
       double ww = 0, gg = 0;  // ‖w‖², ‖g‖²
-      #pragma omp simd reduction(+ : ww, gg)
+      #pragma omp simd simdlen(32) reduction(+ : ww, gg)  // see per_tensor.h
       for (int64_t i = lo; i < hi; i++) {
         ww += double(p[i]) * p[i];
         gg += double(g[i]) * g[i];
