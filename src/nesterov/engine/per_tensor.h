@@ -1,10 +1,13 @@
-// What every hand-written per-tensor kernel (rules/*.cpp, the cpp backend) shares: the tensors of one call,
-// one parallel region over them, and the barrier that adds up each tensor's norms. engine/cpp_kernels.py
-// compiles a rule's source after this header, with `scalar_t` and the rule's `Args` defined before it.
+// What every hand-written kernel (rules/*.cpp, the cpp backend) shares: the tensors of one call, their state
+// read and written (bf16 state by stochastic rounding), one parallel region over them, and the barrier that
+// adds up each tensor's norms. engine/cpp_kernels.py compiles a rule's source after this header, with
+// `scalar_t` (the params' type), `state_t` (the states': scalar_t, or uint16_t holding bf16 bits) and the
+// rule's `Args` defined before it.
 #include <omp.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 // The tensors of one call, as data pointers: params, then grads, then each state, `count` of each. All are
@@ -13,11 +16,45 @@ struct Tensors {
   const int64_t* pointers;
   const int64_t* numel;
   const bool* matrix;  // more than one dimension
+  const int64_t* seeds;  // each tensor's stochastic-rounding seed (bf16 state only)
   int64_t count;
   scalar_t* param(int64_t t) const { return reinterpret_cast<scalar_t*>(pointers[t]); }
   const scalar_t* grad(int64_t t) const { return reinterpret_cast<const scalar_t*>(pointers[count + t]); }
-  scalar_t* state(int k, int64_t t) const { return reinterpret_cast<scalar_t*>(pointers[(2 + k) * count + t]); }
+  state_t* state(int k, int64_t t) const { return reinterpret_cast<state_t*>(pointers[(2 + k) * count + t]); }
+  uint32_t seed(int64_t t) const { return seeds ? uint32_t(seeds[t]) : 0; }
 };
+
+// A state element as the parameter's type (bf16 widened exactly).
+static inline scalar_t load(const state_t* s, int64_t i) {
+  if constexpr (sizeof(state_t) == 2) {
+    const uint32_t bits = uint32_t(s[i]) << 16;
+    float x;
+    std::memcpy(&x, &bits, 4);
+    return x;
+  } else {
+    return s[i];
+  }
+}
+
+// x written to a state element: as it is, or rounded into bf16 stochastically, the bits of
+// engine/precision.py:stochastic_round_bf16 (its counter hash of the element's index and the seed, in
+// wrap-around 32-bit arithmetic; NaN as torch casts it).
+static inline void store(state_t* s, int64_t i, scalar_t x, uint32_t seed) {
+  if constexpr (sizeof(state_t) == 2) {
+    uint32_t h = uint32_t(i) * 0x9E3779B1u + seed;
+    h = (h ^ (h >> 16)) * 0x045D9F3Bu;
+    h = (h ^ (h >> 16)) * 0x045D9F3Bu;
+    h ^= h >> 16;
+    uint32_t bits;
+    float f = x;
+    std::memcpy(&bits, &f, 4);
+    bits = ((h & 0xFFFFu) + bits) & 0xFFFF0000u;
+    std::memcpy(&f, &bits, 4);
+    s[i] = std::isnan(f) ? uint16_t(0x7FC0) : uint16_t(bits >> 16);
+  } else {
+    s[i] = x;
+  }
+}
 
 // Sums of squares of a tensor, each thread's part added up at a barrier in thread order (deterministic
 // for a given thread count). Two slots alternate: a thread may start the next tensor's sums while another
@@ -69,7 +106,7 @@ void for_each_tensor_slice(const Tensors& x, Body body) {
 
 static void step_tensors(const Tensors& x, const Args& a);
 
-extern "C" void kernel(const int64_t* pointers, const int64_t* numel, const bool* matrix, const double* args,
-                       int64_t count) {
-  step_tensors(Tensors{pointers, numel, matrix, count}, *reinterpret_cast<const Args*>(args));
+extern "C" void kernel(const int64_t* pointers, const int64_t* numel, const bool* matrix, const int64_t* seeds,
+                       const double* args, int64_t count) {
+  step_tensors(Tensors{pointers, numel, matrix, seeds, count}, *reinterpret_cast<const Args*>(args));
 }

@@ -10,8 +10,10 @@ static void step_tensors(const Tensors& x, const Args& a) {
   const scalar_t lr = a.lr, momentum = a.momentum, weight_decay = a.weight_decay, eps = a.eps;
   const scalar_t trust_coefficient = a.trust_coefficient, sign = a.maximize ? -1 : 1;
   for_each_tensor_slice(x, [&](int64_t t, int64_t lo, int64_t hi, Norms& norms) {
-    scalar_t *p = x.param(t), *b = x.state(0, t);
+    scalar_t* p = x.param(t);
+    state_t* b = x.state(0, t);
     const scalar_t* g = x.grad(t);
+    const uint32_t seed = x.seed(t);
     scalar_t trust = 1, decay = 0;
     if (x.matrix[t] || !a.exclude_1d) {
       double ww = 0, gg = 0;  // ‖w‖², ‖g‖²
@@ -30,8 +32,8 @@ static void step_tensors(const Tensors& x, const Args& a) {
     #pragma omp simd
     for (int64_t i = lo; i < hi; i++) {
       const scalar_t d = trust * (sign * g[i] + decay * p[i]);
-      const scalar_t buf = momentum * b[i] + d;
-      b[i] = buf;
+      const scalar_t buf = momentum * load(b, i) + d;
+      store(b, i, buf, seed);
       p[i] = nesterov ? p[i] - lr * (d + momentum * buf) : p[i] - lr * buf;
     }
   });

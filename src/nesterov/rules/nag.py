@@ -80,4 +80,6 @@ NAG_RULE = Rule(
     foreach=foreach,
     torch_kernel=torch_kernel,
     torch_kernel_supports=torch_kernel_supports,
+    cpp_kernel="nag.cpp",
+    cpp_args=("lr", "momentum", "dampening", "weight_decay", "maximize"),
 )
