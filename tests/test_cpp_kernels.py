@@ -7,7 +7,7 @@ the tensors are long enough to be split among threads, and the slices meet at th
 
 from __future__ import annotations
 
-import threading
+import warnings
 
 import pytest
 import torch
@@ -85,8 +85,10 @@ def test_cpp_kernel_is_deterministic_for_a_thread_count(name):
 
 
 @pytest.mark.parametrize("name", ["LARS", "LAMB"])
-def test_auto_steps_float32_cpu_on_the_cpp_kernel_once_built(name):
-    cpp_kernels.CPP.get(getattr(nesterov, name).rule, torch.float32, torch.float32)  # built (or read from the disk cache) first
+def test_auto_steps_a_float32_cpu_group_on_the_cpp_kernel(name, monkeypatch):
+    from nesterov.engine import kernels as K
+
+    monkeypatch.setattr(K, "AUTO_COMPILE_MIN_NUMEL", 0)  # (SHAPES are a "small" group: foreach, otherwise)
     got, opt = run(name, "auto", 2, dtype=torch.float32)
     want, _ = run(name, "eager", 2, dtype=torch.float32)
     assert opt.backends_seen == {"cpp"}
@@ -94,22 +96,29 @@ def test_auto_steps_float32_cpu_on_the_cpp_kernel_once_built(name):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)  # float32: the norms are summed in another order
 
 
-def test_auto_waits_for_the_build_of_a_large_group_at_its_first_step(monkeypatch):
-    """2¹⁸ elements or more: the first step builds the kernel (seconds once) and steps on it."""
+def test_auto_builds_the_kernel_at_a_large_groups_first_step_and_leaves_small_ones_on_foreach(monkeypatch):
+    """2¹⁸ elements or more: the first step builds the kernel (seconds once) and steps on it, so a run steps
+    on one kernel throughout; a smaller group stays on foreach (as it does for the compiled rule)."""
     monkeypatch.setattr(cpp_kernels, "CPP", cpp_kernels.CppKernels())  # a fresh cache: nothing built yet
-    p = torch.nn.Parameter(torch.randn(600, 500))
-    opt = nesterov.LARS([p], **KWARGS["LARS"])
-    p.grad = torch.randn_like(p)
-    opt.step()
-    assert opt.backends_seen == {"cpp"}
+    large, small = torch.nn.Parameter(torch.randn(600, 500)), torch.nn.Parameter(torch.randn(60, 50))
+    opt_large, opt_small = nesterov.LARS([large], **KWARGS["LARS"]), nesterov.LARS([small], **KWARGS["LARS"])
+    for _ in range(3):
+        for p, opt in ((large, opt_large), (small, opt_small)):
+            p.grad = torch.randn_like(p)
+            opt.step()
+    assert opt_large.backends_seen == {"cpp"}
+    assert opt_small.backends_seen == {"foreach"}
 
 
-def test_auto_steps_on_foreach_while_the_kernel_builds_and_after_a_failed_build(monkeypatch, tmp_path):
-    """C++ that does not compile: auto warns once and keeps stepping, on foreach as while a build runs."""
+def test_auto_warns_once_and_steps_on_when_the_kernel_does_not_build(monkeypatch, tmp_path):
+    """C++ that does not compile: auto warns once and keeps stepping without it."""
+    from nesterov.engine import kernels as K
+
     broken = tmp_path / "per_tensor.h"
     broken.write_text("this is not C++\n")
     monkeypatch.setattr(cpp_kernels, "HEADER", broken)
     monkeypatch.setattr(cpp_kernels, "CPP", cpp_kernels.CppKernels())  # a fresh cache: nothing built yet
+    monkeypatch.setattr(K, "AUTO_COMPILE_MIN_NUMEL", 0)
     ps = params(torch.float32)
     opt = nesterov.LARS(ps, **KWARGS["LARS"])
 
@@ -120,14 +129,12 @@ def test_auto_steps_on_foreach_while_the_kernel_builds_and_after_a_failed_build(
         opt.step()
         assert all(not torch.equal(p, b) for p, b in zip(ps, before))
 
-    step()  # starts the build
-    for thread in threading.enumerate():
-        if thread.name == "nesterov-cpp-build":
-            thread.join()
-    assert ("lars", torch.float32, torch.float32) in cpp_kernels.CPP.errors
     with pytest.warns(RuntimeWarning, match="building the C\\+\\+ kernel of lars failed"):
         step()
-    step()
+    assert ("lars", torch.float32, torch.float32) in cpp_kernels.CPP.errors
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once
+        step()
     assert opt.backends_seen == {"foreach"}
 
 

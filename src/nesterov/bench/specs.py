@@ -47,7 +47,7 @@ def _nag_spec() -> BenchSpec:
         },
         bytes_per_param=lambda pb, sb: 3 * pb + 2 * sb,  # read p, g, b; write p, b
         reference="torch SGD fused",
-        backends=("eager", "foreach", "compile", "torch", "auto"),
+        backends=("eager", "foreach", "compile", "torch", "cpp", "auto"),
         extra={"hp": hp},
     )
 

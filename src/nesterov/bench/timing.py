@@ -103,23 +103,23 @@ def drift_probe(c: Contender, device, grads, numel, dtype, samples: int) -> tupl
 
 def auto_note(c: Contender, wait_s: float) -> str:
     """Which kernels ``auto`` stepped with: it steps (as a training run would) through its first foreach
-    steps until its background build starts (a compile, or a rule's C++ kernel), then up to ``wait_s`` more
-    seconds for the kernel to take over, so that the timed rounds run beside no build."""
+    steps until its background compile starts, then up to ``wait_s`` more seconds for the kernel to take over,
+    so that the timed rounds run beside no compile. (A rule's C++ kernel is built at the first step.)"""
     from nesterov.engine.kernels import AUTO_COMPILE_AFTER_STEPS
 
     seen = c.optimizer.backends_seen
     before = {key for key, done in _builds().items() if done.is_set()}  # (the first step may have started one)
     t0 = time.perf_counter()
-    started = None  # when the build was requested
+    started = None  # when the compile was requested
     steps = 0
     while seen <= {"foreach"}:
         requested = set(_builds()) - before
         if requested and started is None:
             started = time.perf_counter()
         if not requested and steps > AUTO_COMPILE_AFTER_STEPS + 1 and not _building():
-            break  # no build was started: a group too small to compile, auto stays on foreach
+            break  # no compile was started: a group too small to compile, auto stays on foreach
         if requested and all(key in _build_errors() for key in requested):
-            break  # the build failed: auto stays on foreach (and warns)
+            break  # the compile failed: auto stays on foreach (and warns)
         if started is not None and time.perf_counter() - started > wait_s:
             break
         c.optimizer.step()  # (a kernel that finished since the last step is taken up by this one)
@@ -127,26 +127,22 @@ def auto_note(c: Contender, wait_s: float) -> str:
     waited = time.perf_counter() - t0
     if "compile" in seen:
         return f"auto: the compiled kernel (after {steps} foreach steps, {waited:.0f} s)"
-    if "cpp" in seen:
-        return "auto: cpp" + (f" (after {steps} foreach steps, {waited:.0f} s)" if steps else "")
     if _building():
-        return f"auto: build still running {wait_s:g} s after it started: timed on foreach, beside the build"
+        return f"auto: compile still running {wait_s:g} s after it started: timed on foreach, beside the compile"
     return "auto: " + ", ".join(sorted(seen))
 
 
 def _builds() -> dict:
-    """Every background build ``auto`` has started, by key: compiles and C++ kernels, each with its event."""
+    """Every background compile ``auto`` has started, by key, each with its event."""
     from nesterov.engine.compiled import COMPILED
-    from nesterov.engine.cpp_kernels import CPP
 
-    return {**COMPILED.ready, **CPP.building}
+    return dict(COMPILED.ready)
 
 
 def _build_errors() -> set:
     from nesterov.engine.compiled import COMPILED
-    from nesterov.engine.cpp_kernels import CPP
 
-    return set(COMPILED.errors) | set(CPP.errors)
+    return set(COMPILED.errors)
 
 
 def _building() -> bool:

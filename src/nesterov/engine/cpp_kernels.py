@@ -46,52 +46,33 @@ def supports(rule: Rule, device: torch.device, dtype: torch.dtype, state_dtype: 
 
 
 class CppKernels:
-    """Process-wide cache of built kernels, one per (rule, dtype, state dtype)."""
+    """Process-wide cache of built kernels, one per (rule, dtype, state dtype), and of failed builds."""
 
     def __init__(self):
         self.kernels: dict[tuple, object] = {}
-        self.errors: dict[tuple, BaseException] = {}
-        self.building: dict[tuple, threading.Event] = {}  # builds started in the background
+        self.errors: dict[tuple, Exception] = {}
         self.lock = threading.Lock()
 
     def get(self, rule: Rule, dtype: torch.dtype, state_dtype: torch.dtype):
         """The kernel, built now if it is not yet (~2 s in a fresh cache, less from the disk cache)."""
         key = (rule.name, dtype, state_dtype)
         with self.lock:
-            event = self.building.get(key)
-        if event is not None:
-            event.wait()
-        kernel = self.kernels.get(key)
-        if kernel is None:
-            kernel = self.kernels[key] = compat.load_cpp_kernel(ARGTYPES, source(rule, dtype, state_dtype), FLAGS)
-        return kernel
+            kernel = self.kernels.get(key)
+            if kernel is None:
+                kernel = self.kernels[key] = compat.load_cpp_kernel(ARGTYPES, source(rule, dtype, state_dtype),
+                                                                    FLAGS)
+            return kernel
 
-    def build(self, rule: Rule, dtype: torch.dtype, state_dtype: torch.dtype, *, block: bool) -> None:
-        """Build the kernel unless it is built or failed: now (``block``), or in a background thread. A
-        failure is kept in :attr:`errors`, for ``auto`` to report and step without it."""
+    def try_get(self, rule: Rule, dtype: torch.dtype, state_dtype: torch.dtype):
+        """:meth:`get`, or None where the build fails (the error kept in :attr:`errors`, never retried)."""
         key = (rule.name, dtype, state_dtype)
-        with self.lock:
-            if key in self.building or key in self.kernels or key in self.errors:
-                return
-            event = self.building[key] = threading.Event()
-
-        def work():
-            try:
-                self.kernels[key] = compat.load_cpp_kernel(ARGTYPES, source(rule, dtype, state_dtype), FLAGS)
-            except Exception as err:  # noqa: BLE001 - reported to the stepping thread
-                self.errors[key] = err
-            finally:
-                event.set()
-
-        if block:
-            work()
-        else:
-            # Not a daemon, like the compile thread (nesterov.engine.compiled): the interpreter waits for a
-            # build at exit rather than cutting it off.
-            threading.Thread(target=work, name="nesterov-cpp-build", daemon=False).start()
-
-    def is_ready(self, rule: Rule, dtype: torch.dtype, state_dtype: torch.dtype) -> bool:
-        return (rule.name, dtype, state_dtype) in self.kernels
+        if key in self.errors:
+            return None
+        try:
+            return self.get(rule, dtype, state_dtype)
+        except Exception as err:  # noqa: BLE001 - auto reports it and steps without the kernel
+            self.errors[key] = err
+            return None
 
 
 CPP = CppKernels()

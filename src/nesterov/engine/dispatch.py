@@ -119,16 +119,14 @@ class Dispatcher:
                 and rule.torch_kernel_supports(p.device, p.dtype):
             return "torch"
         state_dtype = batch.states[0][0].dtype
-        if cpp_kernels.supports(rule, p.device, p.dtype, state_dtype):
-            # A large group waits for the build (a few seconds once, then the disk cache): built beside foreach
-            # steps, which hold the GIL through each kernel, it took longer than NAG's first 150 steps with bf16
-            # state on ResNet-50 shapes (21.6 s, 11 × torch's fused SGD). A small group steps on foreach meanwhile.
-            cpp_kernels.CPP.build(rule, p.dtype, state_dtype, block=batch.numel >= K.AUTO_COMPILE_MIN_NUMEL)
-            if cpp_kernels.CPP.is_ready(rule, p.dtype, state_dtype):
+        if cpp_kernels.supports(rule, p.device, p.dtype, state_dtype) and batch.numel >= K.AUTO_COMPILE_MIN_NUMEL:
+            # Built at the group's first step, which waits for it (~2 s once, then the disk cache), so a run
+            # steps on one kernel from start to end. Built in the background beside foreach steps (which hold the
+            # GIL through each kernel) it outlasted NAG's first 150 steps with bf16 state on ResNet-50 shapes, and
+            # when it took over depended on timing. Small groups stay on foreach, as they do for the compiled rule.
+            if cpp_kernels.CPP.try_get(rule, p.dtype, state_dtype) is not None:
                 return "cpp"
-            error = cpp_kernels.CPP.errors.get((rule.name, p.dtype, state_dtype))
-            if error is None:
-                return "foreach"
+            error = cpp_kernels.CPP.errors[(rule.name, p.dtype, state_dtype)]
             K.warn_once(f"nesterov: building the C++ kernel of {rule.name} failed ({error!r}); stepping with "
                         f"foreach, then the compiled rule")
         if p.device.type == "cpu" and batch.numel < K.AUTO_COMPILE_MIN_NUMEL:
