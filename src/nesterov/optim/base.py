@@ -37,8 +37,8 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     Args:
         backend: ``"auto"`` (default), ``"compile"``, ``"foreach"``, ``"torch"`` (torch's own fused kernel,
-            where the rule has one), ``"cpp"`` (the rule's C++ kernel for CPU, where it has one) or ``"eager"`` (the rule as written, the reference). See
-            :mod:`nesterov.engine.kernels`.
+            where the rule has one), ``"cpp"`` (the rule's C++ kernel for CPU, where it has one) or ``"eager"``
+            (the rule as written, the reference). See :mod:`nesterov.engine.kernels`.
         state_dtype: dtype of the optimizer state; ``None`` keeps the parameter's dtype, ``torch.bfloat16``
             halves state memory and traffic, written with stochastic rounding.
     """
@@ -52,8 +52,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             raise ValueError(f"backend='torch': {type(self).__name__} has no torch kernel (torch has no fused "
                              f"kernel computing this rule); use 'auto', 'compile', 'foreach' or 'eager'")
         if backend == "cpp" and self.rule.cpp_kernel is None:
-            raise ValueError(f"backend='cpp': {type(self).__name__} has no C++ kernel (only LARS and LAMB do); use "
-                             f"'auto', 'compile', 'foreach' or 'eager'")
+            raise ValueError(f"backend='cpp': {type(self).__name__} has no C++ kernel (LARS, LAMB and NAG have one); "
+                             f"use 'auto', 'compile', 'foreach' or 'eager'")
         if state_dtype not in STATE_DTYPES:
             raise ValueError(f"state_dtype must be one of {dtype_names(STATE_DTYPES)}; got {state_dtype!r}")
         self.check_hypers(defaults, where="")
@@ -131,7 +131,8 @@ class RuleOptimizer(torch.optim.Optimizer):
                 if not cpp_kernels.supports(self.rule, p.device, real, self.state_dtype or real):
                     raise ValueError(f"backend='cpp' cannot step params{where}[{k}] ({real} on {p.device.type}, "
                                      f"state_dtype={self.state_dtype}): the C++ kernel steps float32 and float64 "
-                                     f"CPU tensors with state of their dtype; use backend='auto'")
+                                     f"CPU tensors with state of their dtype, or float32 with bfloat16 state; use "
+                                     f"backend='auto'")
 
     # -- load_state_dict: refuse before anything changes -------------------------------------------------
     def load_state_dict(self, state_dict: dict) -> None:

@@ -4,7 +4,8 @@ A rule is a :class:`Rule`: the names of its per-parameter state buffers (in torc
 names), how it reads a param group's hyperparameters, and ``update`` — a pure function from (param, grad,
 states, hyperparameters) to the new (param, states). ``update`` is the readable reference: the engine runs
 it as is (``eager``), compiles it (``compile``), and every restatement declared beside it (``foreach``,
-``torch_kernel``) is tested against it by ``tests/test_restatements.py``.
+``torch_kernel``, ``cpp_kernel``: a C++ file in this folder) is tested against it by
+``tests/test_restatements.py``.
 """
 
 from nesterov.rules.base import Rule

@@ -26,11 +26,11 @@ class Rule:
 
     Restatements, each tied to ``update`` by ``tests/test_restatements.py`` for every flag combination:
     ``foreach`` (in place over lists of tensors with Python-float hyperparameters, states in the
-    parameter's dtype) and ``torch_kernel`` (in place, one of torch's own fused kernels that computes
+    parameter's dtype), ``torch_kernel`` (in place, one of torch's own fused kernels that computes
     exactly this rule, usable where ``torch_kernel_supports(device, dtype)``) and ``cpp_kernel`` (the name of a
-    C++ source beside the rule, in place over dense CPU tensors of float32 or float64; its ``Args`` struct
-    holds ``cpp_args``, hyperparameters, per-step scalars and flags by name, as doubles; see
-    :mod:`nesterov.engine.cpp_kernels`).
+    C++ source beside the rule, in place over dense CPU tensors: float32 or float64 with state of their dtype,
+    or float32 with bf16 state; its ``Args`` struct holds ``cpp_args`` — hyperparameters, per-step scalars and
+    flags — by name, as doubles; see :mod:`nesterov.engine.cpp_kernels`).
     """
 
     name: str
