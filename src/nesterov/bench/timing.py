@@ -103,47 +103,37 @@ def drift_probe(c: Contender, device, grads, numel, dtype, samples: int) -> tupl
 
 def auto_note(c: Contender, wait_s: float) -> str:
     """Which kernels ``auto`` stepped with: it steps (as a training run would) through its first foreach
-    steps until its background compile starts, then up to ``wait_s`` more seconds for the kernel to take over,
-    so that the timed rounds run beside no compile. (A rule's C++ kernel is built at the first step.)"""
+    steps until its background compile starts, then up to ``wait_s`` more seconds for the compile to take
+    over, so that the timed rounds run beside no compile."""
+    from nesterov.engine.compiled import COMPILED
     from nesterov.engine.kernels import AUTO_COMPILE_AFTER_STEPS
 
     seen = c.optimizer.backends_seen
-    before = {key for key, done in _builds().items() if done.is_set()}  # (the first step may have started one)
+    before = set(COMPILED.ready)
     t0 = time.perf_counter()
     started = None  # when the compile was requested
     steps = 0
-    while seen <= {"foreach"}:
-        requested = set(_builds()) - before
+    while "compile" not in seen and seen <= {"foreach"}:
+        requested = set(COMPILED.ready) - before
         if requested and started is None:
             started = time.perf_counter()
-        if not requested and steps > AUTO_COMPILE_AFTER_STEPS + 1 and not _building():
+        if not requested and steps > AUTO_COMPILE_AFTER_STEPS + 1 and not _compiling():
             break  # no compile was started: a group too small to compile, auto stays on foreach
-        if requested and all(key in _build_errors() for key in requested):
+        if requested and all(key in COMPILED.errors for key in requested):
             break  # the compile failed: auto stays on foreach (and warns)
         if started is not None and time.perf_counter() - started > wait_s:
             break
-        c.optimizer.step()  # (a kernel that finished since the last step is taken up by this one)
+        c.optimizer.step()  # (a compile that finished since the last step is taken up by this one)
         steps += 1
     waited = time.perf_counter() - t0
     if "compile" in seen:
         return f"auto: the compiled kernel (after {steps} foreach steps, {waited:.0f} s)"
-    if _building():
+    if _compiling():
         return f"auto: compile still running {wait_s:g} s after it started: timed on foreach, beside the compile"
     return "auto: " + ", ".join(sorted(seen))
 
 
-def _builds() -> dict:
-    """Every background compile ``auto`` has started, by key, each with its event."""
+def _compiling() -> bool:
     from nesterov.engine.compiled import COMPILED
 
-    return dict(COMPILED.ready)
-
-
-def _build_errors() -> set:
-    from nesterov.engine.compiled import COMPILED
-
-    return set(COMPILED.errors)
-
-
-def _building() -> bool:
-    return any(not event.is_set() for event in _builds().values())
+    return any(not event.is_set() for event in COMPILED.ready.values())

@@ -85,20 +85,15 @@ class Dispatcher:
     def run(self, index: int, rule: Rule, batch: K.Batch, hypers: dict, derived: dict, flags: dict) -> None:
         backend = self._backend_now(rule, batch, hypers, derived, flags)
         self.backends_seen.add(backend)
-        if backend == "torch":
-            fused, rest = batch.split(batch.aligned)  # torch's fused kernels assume one layout per tensor
-            if fused.params:
-                K.run_torch(rule, fused, hypers, derived, flags)
+        if backend in ("torch", "cpp"):
+            # torch's fused kernels and ours walk each tensor's memory in order, its gradient's and states' alike
+            aligned, rest = batch.split(batch.aligned)
+            if aligned.params:
+                (K.run_torch if backend == "torch" else cpp_kernels.run_cpp)(rule, aligned, hypers, derived, flags)
             if rest.params:
                 K.run_foreach(rule, rest, hypers, derived, flags)
         elif backend == "foreach":
             K.run_foreach(rule, batch, hypers, derived, flags)
-        elif backend == "cpp":
-            dense, rest = batch.split(batch.aligned)  # the kernel walks each tensor's memory in order
-            if dense.params:
-                cpp_kernels.run_cpp(rule, dense, hypers, derived, flags)
-            if rest.params:
-                K.run_foreach(rule, rest, hypers, derived, flags)
         elif backend == "eager":
             K.run_eager(rule, batch, hypers, derived, flags)
         else:

@@ -5,7 +5,9 @@ bit pattern before truncating rounds the magnitude up with probability equal to 
 so the stored value is unbiased: small momentum contributions survive on average instead of being
 rounded away. The random bits come from a counter-based hash of (element index, seed) — pure integer
 arithmetic that compiles into the same fused loop, unlike ``torch.randint`` (which made a compiled step
-15 × slower). Every backend uses this one function; Triton restates it bit for bit.
+15 × slower). Every backend uses this one function; two restate it bit for bit: the Triton kernels, and
+the C++ kernels' ``store`` (``engine/per_tensor.h``, tied to this one by
+``tests/test_cpp_kernels.py::test_nag_cpp_kernel_with_bf16_state_rounds_as_the_rule_bit_for_bit``).
 """
 
 from __future__ import annotations

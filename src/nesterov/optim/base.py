@@ -120,19 +120,17 @@ class RuleOptimizer(torch.optim.Optimizer):
             if p.is_complex() and self.state_dtype is not None:
                 raise ValueError(f"state_dtype={self.state_dtype} is for real parameters; params{where}[{k}] is "
                                  f"{p.dtype}")
-            if self.backend == "torch":
-                real = p.real.dtype if p.is_complex() else p.dtype
-                if not self.rule.torch_kernel_supports(p.device, real) or self.state_dtype not in (None, p.dtype):
-                    raise ValueError(f"backend='torch' cannot step params{where}[{k}] ({real} on {p.device.type}, "
-                                     f"state_dtype={self.state_dtype}): torch's kernel is not exact there; use "
-                                     f"backend='auto'")
-            if self.backend == "cpp":
-                real = p.real.dtype if p.is_complex() else p.dtype
-                if not cpp_kernels.supports(self.rule, p.device, real, self.state_dtype or real):
-                    raise ValueError(f"backend='cpp' cannot step params{where}[{k}] ({real} on {p.device.type}, "
-                                     f"state_dtype={self.state_dtype}): the C++ kernel steps float32 and float64 "
-                                     f"CPU tensors with state of their dtype, or float32 with bfloat16 state; use "
-                                     f"backend='auto'")
+            real = p.real.dtype if p.is_complex() else p.dtype
+            refusal = None
+            if self.backend == "torch" and (not self.rule.torch_kernel_supports(p.device, real)
+                                            or self.state_dtype not in (None, p.dtype)):
+                refusal = "torch's kernel is not exact there"
+            if self.backend == "cpp" and not cpp_kernels.supports(self.rule, p.device, real, self.state_dtype or real):
+                refusal = ("the C++ kernel steps float32 and float64 CPU tensors with state of their dtype, or float32 "
+                           "with bfloat16 state")
+            if refusal:
+                raise ValueError(f"backend={self.backend!r} cannot step params{where}[{k}] ({real} on {p.device.type}, "
+                                 f"state_dtype={self.state_dtype}): {refusal}; use backend='auto'")
 
     # -- load_state_dict: refuse before anything changes -------------------------------------------------
     def load_state_dict(self, state_dict: dict) -> None:

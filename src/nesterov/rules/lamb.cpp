@@ -32,7 +32,7 @@ static void step_tensors(const Tensors& x, const Args& a) {
       return;
     }
     static thread_local std::vector<scalar_t> scratch;  // this thread's slice of r; kept for the next call
-    scratch.resize(std::max<int64_t>(hi - lo, 0));
+    scratch.resize(hi - lo);
     scalar_t* r = scratch.data();
     double ww = 0, rr = 0;  // ‖w‖², ‖r‖²
     #pragma omp simd simdlen(32) reduction(+ : ww, rr)  // see per_tensor.h
