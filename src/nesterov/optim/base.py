@@ -32,6 +32,26 @@ def scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
+def refuse_duplicates(param_group: dict, where: str) -> None:
+    """Raise ValueError if ``param_group`` lists one parameter twice (``params`` is made a list first, so a
+    generator is read once).
+
+    torch warns and then steps such a parameter once per entry in its for-loop path, while its foreach and
+    fused paths read every entry before writing any: three results for one input. We refuse, as torch says
+    it will (pytorch/pytorch#40967)."""
+    entries = param_group.get("params")
+    if entries is None or isinstance(entries, (torch.Tensor, set)):
+        return  # torch's add_param_group takes a lone tensor and refuses a set
+    param_group["params"] = entries = list(entries)
+    first: dict[int, int] = {}
+    for k, entry in enumerate(entries):
+        p = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry
+        j = first.setdefault(id(p), k)
+        if j != k:
+            raise ValueError(f"params{where} lists one parameter twice, at positions {j} and {k}: pass each "
+                             f"parameter once (torch.optim warns and steps it once per entry)")
+
+
 class RuleOptimizer(torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` whose step is ``rule`` run by the multi-tensor engine.
 
@@ -97,7 +117,8 @@ class RuleOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        super().add_param_group(param_group)  # torch's: generators, named parameters, defaults, duplicates
+        refuse_duplicates(param_group, f" (param group {len(self.param_groups)})")
+        super().add_param_group(param_group)  # torch's: generators, named parameters, defaults, other groups
         try:
             self.check_group(self.param_groups[-1], f" (param group {len(self.param_groups) - 1})")
         except BaseException:
@@ -157,7 +178,10 @@ class RuleOptimizer(torch.optim.Optimizer):
         for index, entry in state_dict["state"].items():
             p = index_to_param.get(index)
             if p is None:
-                raise ValueError(f"state_dict has state for param index {index!r}, which no group lists")
+                continue  # not a parameter's: torch keeps such state (a post hook's, say) as it is, and so do we
+            if not isinstance(entry, dict):
+                raise ValueError(f"state_dict state[{index!r}] must be a dict of the parameter's state, got "
+                                 f"{type(entry).__name__}")
             for name, value in entry.items():
                 if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
                     raise ValueError(f"state_dict state[{index}][{name!r}] has shape {tuple(value.shape)}, its "

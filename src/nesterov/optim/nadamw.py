@@ -34,6 +34,11 @@ class NAdamW(RuleOptimizer):
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
         super().__init__(params, defaults, backend=backend, state_dtype=state_dtype)
 
+    def group_defaults(self, group: dict) -> dict:
+        # A group without the key was saved before torch NAdam had it, when its weight decay was L2 only:
+        # such a group keeps that meaning (torch's NAdam.__setstate__ fills False too), whatever our default.
+        return {**super().group_defaults(group), "decoupled_weight_decay": False}
+
     def check_hypers(self, group: dict, where: str) -> None:
         check_adaptive(group, where, betas=2)
         check_number(f"momentum_decay{where}", group["momentum_decay"], low=0.0)
