@@ -39,9 +39,16 @@ def nesterov(*argv, timeout=300, **kw) -> subprocess.CompletedProcess:
                           timeout=timeout, **kw)
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` of a run a test will Ctrl-C: SIGINT handled as a terminal's foreground job has it. A shell
+    starts background jobs (``pytest &``, ``nohup``) with SIGINT ignored, children inherit that, and Python
+    installs no KeyboardInterrupt handler where it starts ignored: such a run would never see the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen(*argv, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nesterov", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint, **kw)
 
 
 # ------------------------------------------------------------------------------------------------ install
@@ -181,9 +188,16 @@ def _read_until(stream, prefix: str, deadline: float) -> list[str]:
     raise AssertionError(f"no line starting with {prefix!r} in {seen}")
 
 
-def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path):
+@pytest.mark.parametrize("inherited", ["handled", "ignored"])
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path, inherited):
+    """``ignored``: as under ``python -m pytest &`` from a shell, which starts pytest with SIGINT ignored (and
+    an ignored signal stays ignored through exec): the runs these tests signal get it back (:func:`default_sigint`)."""
     out = tmp_path / "run"
-    p = popen(*TINY, "--steps", "50", "--out", str(out))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if inherited == "ignored" else signal.default_int_handler)
+    try:
+        p = popen(*TINY, "--steps", "50", "--out", str(out))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     _read_until(p.stderr, "start ", time.monotonic() + 60)  # now importing torch
     p.send_signal(signal.SIGINT)
     stdout, err = p.communicate(timeout=120)
@@ -227,7 +241,8 @@ def test_ctrl_c_in_training_checkpoints_the_current_step_and_resume_is_exact(tmp
     args = [*TINY, "--steps", "3000", "--eval-every", "1000", "--seed", "5"]
     part = tmp_path / "part"
     p = subprocess.Popen([sys.executable, "-m", "nesterov", *[a for a in args if a != "--no-progress"],
-                          "--out", str(part)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          "--out", str(part)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=default_sigint)
     # the bar (~10 updates a second) says where the run is: signal it well before the evaluation at step 1000
     before = _signal_between_evaluations(p, 50, 600, time.monotonic() + 120)
     _, rest = p.communicate(timeout=120)
@@ -307,7 +322,8 @@ def test_ctrl_c_with_dataloader_workers_checkpoints_and_leaves_no_worker_behind(
                NESTEROV_DATA_START_METHOD=start_method)
     p = subprocess.Popen([sys.executable, "-m", "nesterov", "--dataset", f"imagefolder:{pngs}", "--model", "mlp",
                           "--threads", "1", "--steps", "3000", "--eval-every", "1000", "--out", str(part)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+                         preexec_fn=default_sigint)
     workers = []
     try:
         # The workers' part of a Ctrl-C first, alone: they must ignore it, and the run go on drawing batches from
