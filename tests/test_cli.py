@@ -142,6 +142,10 @@ def test_every_help_exits_0_and_lists_its_subcommands(argv, lists):
     assert p.stdout.startswith("usage: ") and "Traceback" not in p.stderr
     for word in lists:
         assert word in p.stdout, word
+    assert "``" not in p.stdout and ":mod:" not in p.stdout, "help shows reStructuredText markup"
+    if argv[0] == "bench" and len(argv) == 3:  # a benchmark's help describes that benchmark, not another
+        others = {"step", "cold", "memory", "convex"} - {argv[1]}
+        assert not any(f"bench {o}" in p.stdout for o in others), p.stdout
 
 
 @pytest.mark.parametrize("argv", [["-h"], ["train", "-h"], ["--version"]])
@@ -400,8 +404,10 @@ def test_a_run_config_toml_is_accepted_back_by_config(tmp_path):
 def test_compare_writes_a_config_toml_that_compare_and_train_read_back(tmp_path):
     race = tmp_path / "race"
     common = ["--dataset", "digits", "--model", "mlp", "--steps", "30", "--threads", "1"]
-    p = nesterov("compare", "--optimizers", "nag,torch-sgd", "--seeds", "1", *common, "--out", str(race))
+    p = nesterov("compare", "--optimizers", "nag,torch-sgd", "--seeds", "1", *common, "--out", str(race),
+                 "--no-progress")  # (as train takes it)
     assert p.returncode == 0, p.stderr
+    assert "step/s" not in p.stderr, "a progress bar despite --no-progress"
     assert (race / "config.toml").is_file() and not (race / "config.json").exists()
 
     again = nesterov("compare", "--config", str(race / "config.toml"), "--optimizers", "nag,torch-sgd", "--seeds",

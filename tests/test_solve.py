@@ -437,6 +437,7 @@ def quad(x):
     (dict(grad=lambda x: x[:1]), ValueError, "grad must return the shape"),
     (dict(batched=True), ValueError, r"fun must return shape \(3,\)"),
     (dict(fun=lambda x: (x * x).sum() * math.nan), ValueError, r"fun\(x0\) is not finite"),
+    (dict(x0=torch.tensor([1, 2, 3])), TypeError, r"x0 must be a floating-point tensor .* got torch.int64"),
 ])
 @pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 def test_bad_input_is_refused_with_a_named_argument(kwargs, exc, match):
@@ -445,6 +446,12 @@ def test_bad_input_is_refused_with_a_named_argument(kwargs, exc, match):
     fun, x0 = args.pop("fun"), args.pop("x0")
     with pytest.raises(exc, match=match):
         nesterov.minimize(fun, x0, **args)
+
+
+def test_an_integer_array_like_x0_starts_in_the_default_float_dtype():
+    r = nesterov.minimize(lambda x: ((x - 0.5) ** 2).sum(), [1, 2, 3], tol=1e-10)
+    assert r.success and r.x.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(r.x, torch.full((3,), 0.5), atol=1e-5, rtol=0)
 
 
 def test_fun_returning_nan_mid_run_fails_loudly_keeping_the_last_good_x():

@@ -34,6 +34,8 @@ def test_compare_with_sweep_writes_table_and_plot(tmp_path, capsys, monkeypatch)
     assert "| optimizer" in printed and "± " in printed and "nag" in printed and "torch-adamw" in printed
     for name in ("compare.csv", "compare.png", "runs.csv", "history.csv", "sweep.csv"):
         assert (out / name).is_file(), name
+    wrote = next(line for line in printed.splitlines() if line.startswith("wrote "))
+    assert sorted(wrote[len("wrote "):].split(", ")) == sorted(str(f) for f in out.iterdir()), "the files it names"
 
     sweep, races = seen[:6], seen[6:]
     # the sweep trains on 80 % of the training set and scores on the other 20 %, never on the test set

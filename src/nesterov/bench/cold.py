@@ -76,7 +76,9 @@ def run_fresh(args, contender: str) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="nesterov bench cold", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="nesterov bench cold", description=(
+        "The start of a run as a new user meets it: each contender in a fresh process with an empty compile "
+        "cache, timed from building the optimizer to the end of its first --steps steps, compiles included."))
     ap.add_argument("--optimizer", default="nag", choices=sorted(OPTIMIZERS))
     ap.add_argument("--shapes", default="resnet50", choices=sorted(SHAPES))
     ap.add_argument("--numel", type=int, default=None, help="rescale the set to about this many parameters")

@@ -16,7 +16,8 @@ __all__ = ["memory_main"]
 
 def memory_main(argv: list[str]) -> int:
     """Bytes of optimizer state per parameter for each rule and state dtype, measured on ``optimizer.state``."""
-    ap = argparse.ArgumentParser(prog="nesterov bench memory")
+    ap = argparse.ArgumentParser(prog="nesterov bench memory", description=(
+        "Bytes of optimizer state per parameter for each rule and state dtype, measured on optimizer.state."))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     rows = []

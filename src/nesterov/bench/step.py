@@ -1,4 +1,4 @@
-"""``nesterov bench step`` / ``nesterov bench memory``: one optimizer step, measured side by side.
+"""``nesterov bench step``: one optimizer step, measured side by side.
 
 Every contender runs in this one process on the same parameter set, round-robin (so drift on a shared
 machine hits all of them alike); the table reports medians and ratios, and the physical floor: the bytes
@@ -200,7 +200,9 @@ def run_step_bench(args) -> dict:
 
 
 def step_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="nesterov bench step", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="nesterov bench step", description=(
+        "One optimizer step on a parameter set: ours, the torch alternative, the peer libraries (--peers) and the "
+        "bandwidth floor, timed round-robin in this one process; medians and ratios, steady state and first step."))
     ap.add_argument("--optimizer", default="nag", help=f"one of: {', '.join(OPTIMIZERS)}")
     ap.add_argument("--shapes", default="resnet50", choices=sorted(SHAPES), help="parameter set")
     ap.add_argument("--numel", type=int, default=None, help="rescale the set to about this many parameters")

@@ -61,17 +61,22 @@ def validate(fun, x0, method, grad, L, mu, restart, line_search, tol, max_iter, 
         raise ValueError("L is None and line_search=False: give L (the Lipschitz constant of grad f) or "
                          "allow the backtracking line search")
 
-    # x0: a floating tensor, finite
+    # x0: a floating tensor, finite. An array-like of integers becomes the default float dtype; an integer
+    # tensor is refused: its dtype is the user's choice, and a silent cast would meet their own float64 data in
+    # fun as a dtype mismatch deep inside it.
     if not isinstance(x0, torch.Tensor):
         try:
             x0 = torch.as_tensor(x0)
         except (TypeError, ValueError, RuntimeError) as e:
             raise TypeError(f"x0 must be a tensor or array-like of numbers: {e}") from None
+        if not (x0.is_floating_point() or x0.is_complex()):
+            x0 = x0.to(torch.get_default_dtype())
     x0 = x0.detach()
     if x0.is_complex():
         raise TypeError("x0 must be real; complex tensors are not supported")
     if not x0.is_floating_point():
-        x0 = x0.to(torch.get_default_dtype())
+        raise TypeError(f"x0 must be a floating-point tensor (float32 or float64, the dtype the iterates keep), got "
+                        f"{x0.dtype}: pass x0.to(torch.float64) or x0.float()")
     if x0.numel() == 0:
         raise ValueError(f"x0 is empty (shape {tuple(x0.shape)})")
     if batched and x0.dim() < 1:

@@ -44,8 +44,17 @@ def save_checkpoint(path, payload: dict) -> None:
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
+    """A checkpoint this package wrote; ValueError naming ``path`` for a file that is not one (truncated,
+    overwritten, another program's)."""
     # Our own files: plain tensors, dicts, numbers and numpy RNG state (hence weights_only=False).
-    return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - unpickling a damaged file raises almost anything
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); "
+                         "restore it, or start the run again with --overwrite") from None
+    if not isinstance(ck, dict) or "state" not in ck:
+        raise ValueError(f"{path}: not a nesterov train checkpoint (no run state in it)")
+    return ck
 
 
 def rng_state() -> dict:

@@ -101,15 +101,17 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single: bool, describe: bool =
     m.add_argument("--eval-bytes", type=int, help="text: validation bytes scored per evaluation (65536)")
     m.add_argument("--fsdp", action="store_const", const=True,
                    help="under torchrun: shard the model with FSDP2 (checkpoints through torch.distributed.checkpoint)")
-    if single:
-        g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar" + ("" if single else "s (one per run)"))
 
 
 def _config_from(args, single: bool) -> tuple[Config, dict]:
     """defaults <- --config file <- flags; returns (config, the flags that were given)."""
     base = {}
     if args.config:
-        base = load_toml(args.config)
+        try:
+            base = load_toml(args.config)
+        except ConfigError as e:
+            raise ConfigError(f"--config {e}") from None
     names = ["dataset", "model", "momentum", "weight_decay", "batch_size", "epochs", "steps", "schedule", "warmup",
              "label_smoothing", "target_accuracy", "device", "eval_every", "threads", "width", "depth", "heads",
              "context", "augment", "precision", "compile", "grad_accum", "clip_grad", "target_loss", "eval_bytes",
@@ -272,7 +274,20 @@ def _plan(args):
     if found and not args.overwrite:
         raise ConfigError(f"--out {out}: already holds a run ({', '.join(found)}); continue it with --resume {out} "
                           "or replace it with --overwrite")
+    if os.environ.get("RANK", "0") == "0":  # (other ranks write under the name rank 0 picks)
+        _writable_dir(out)
     return cfg, out, given
+
+
+def _writable_dir(out: Path) -> None:
+    """Create ``out`` now, before torch loads, so an unwritable place fails in a line naming --out."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".nesterov-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
 
 def _train(args, dist, run, cfg, out, given) -> int:

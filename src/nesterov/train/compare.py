@@ -92,10 +92,12 @@ def sweep_lrs(names, base: Config, data: Dataset, log) -> tuple[dict, list[dict]
 
 
 def compare(names, base: Config, seeds: int, *, sweep: bool = False, lrs: dict | None = None, out=None,
-            log=None) -> dict:
-    """Train every optimizer in ``names`` for seeds ``base.seed .. base.seed + seeds - 1``.
+            log=None, progress: bool = False) -> dict:
+    """Train every optimizer in ``names`` for seeds ``base.seed .. base.seed + seeds - 1``; ``progress``: each
+    run's progress bar, as ``nesterov train`` shows it.
 
-    Returns ``{"table": [...], "runs": [...], "curves": {name: [history per seed]}, "sweep": [...]}``.
+    Returns ``{"table": [...], "runs": [...], "curves": {name: [history per seed]}, "sweep": [...], "files":
+    [the paths written under out]}``.
     """
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     lrs = dict(lrs or {})
@@ -118,7 +120,7 @@ def compare(names, base: Config, seeds: int, *, sweep: bool = False, lrs: dict |
     for seed in range(base.seed, base.seed + seeds):
         for name in names:
             cfg = dataclasses.replace(base, optimizer=name, lr=lrs[name], seed=seed)
-            res = run(cfg, None, progress=False, data=data, log=lambda m: None)
+            res = run(cfg, None, progress=progress, data=data, log=lambda m: None)
             if res.exit_code == 130:
                 raise KeyboardInterrupt
             s = res.summary
@@ -152,32 +154,36 @@ def compare(names, base: Config, seeds: int, *, sweep: bool = False, lrs: dict |
                       "steps_to_target_mean": st_m, "seconds_to_target_mean": sec_m,
                       "seconds_to_target_sd": sec_sd, "seconds_mean": tot_m,
                       "diverged": sum(r["status"] != "completed" for r in rs)})
-    result = {"table": table, "runs": runs, "curves": curves, "sweep": sweep_rows, "config": resolved, "base": base}
+    result = {"table": table, "runs": runs, "curves": curves, "sweep": sweep_rows, "config": resolved, "base": base,
+              "files": []}
     if out is not None:
-        _write(Path(out), result, resolved)
+        result["files"] = _write(Path(out), result, resolved)
     return result
 
 
-def _csv(path: Path, rows: list[dict]) -> None:
+def _csv(path: Path, rows: list[dict]) -> list[Path]:
+    """Write ``rows`` (nothing for none); the files written."""
     if not rows:
-        return
+        return []
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()})
+    return [path]
 
 
-def _write(out: Path, result: dict, cfg: Config) -> None:
+def _write(out: Path, result: dict, cfg: Config) -> list[Path]:
+    """The race's files under ``out``; returns the paths written."""
     from .plots import plot_compare
 
     out.mkdir(parents=True, exist_ok=True)
-    _csv(out / "compare.csv", result["table"])
-    _csv(out / "runs.csv", result["runs"])
-    _csv(out / "sweep.csv", result["sweep"])
+    written = _csv(out / "compare.csv", result["table"])
+    written += _csv(out / "runs.csv", result["runs"])
+    written += _csv(out / "sweep.csv", result["sweep"])
     hist = [{"optimizer": name, "seed": cfg.seed + i, **row}
             for name, seeds in result["curves"].items() for i, h in enumerate(seeds) for row in h]
-    _csv(out / "history.csv", hist)
+    written += _csv(out / "history.csv", hist)
     curves = {f"{name} (lr {t['lr']:g})": [h for h in result["curves"][name] if h]
               for name, t in zip(result["curves"], result["table"]) if any(result["curves"][name])}
     if curves:
@@ -185,7 +191,9 @@ def _write(out: Path, result: dict, cfg: Config) -> None:
         plot_compare(curves, out / "compare.png", target=cfg.target_loss if text else cfg.target_accuracy,
                      title=f"{cfg.dataset} / {cfg.model}, {cfg.steps} steps of batch {cfg.batch_size}",
                      key="test_loss" if text else "test_accuracy")
+        written.append(out / "compare.png")
     (out / "config.toml").write_text(race_toml(result["base"], cfg, result["table"]))
+    return written + [out / "config.toml"]
 
 
 # keys that differ from run to run of a race (or are chosen per optimizer): not in its config.toml
@@ -253,7 +261,8 @@ def compare_cli(argv, add_run_flags, config_from) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = Parser(prog="nesterov compare",
                description="Race optimizers on one dataset and model over several seeds; print a table and write "
-                           "compare.csv, compare.png and config.toml (what the runs shared; --config reads it).")
+                           "compare.csv (the table), runs.csv (each run), history.csv (each evaluation), sweep.csv "
+                           "(with --sweep), compare.png and config.toml (what the runs shared; --config reads it).")
     p.add_argument("--version", action="version", version=version())
     g = p.add_argument_group("race")
     g.add_argument("--optimizers", help=f"comma-separated (default: those of {','.join(DEFAULT_OPTIMIZERS)} "
@@ -318,7 +327,7 @@ def compare_cli(argv, add_run_flags, config_from) -> int:
         if extra:
             raise ConfigError(f"--lr: {', '.join(extra)} not among --optimizers ({', '.join(names)})")
         base.check()
-        result = compare(names, base, args.seeds, sweep=args.sweep, lrs=lrs, out=out)
+        result = compare(names, base, args.seeds, sweep=args.sweep, lrs=lrs, out=out, progress=not args.no_progress)
     except (ConfigError, OptimizerError, ValueError, OSError) as e:
         print(f"nesterov compare: error: {e}", file=sys.stderr)
         return 2
@@ -329,5 +338,5 @@ def compare_cli(argv, add_run_flags, config_from) -> int:
     print(f"{cfg.dataset} / {cfg.model}: {cfg.steps} steps of batch {cfg.batch_size}, {cfg.schedule}, "
           f"{args.seeds} seed(s){', lrs from a validation sweep' if args.sweep else ''}")
     print(format_table(result["table"]))
-    print(f"wrote {out / 'compare.csv'}, {out / 'compare.png'}, {out / 'config.toml'}")
+    print(f"wrote {', '.join(map(str, result['files']))}")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, fields
@@ -159,6 +160,10 @@ class Config:
             _positive("eval_every", self.eval_every)
         if self.threads is not None:
             _positive("threads", self.threads)
+            cpus = usable_cpus()
+            if self.threads > cpus:
+                raise ConfigError(f"threads: {self.threads} is more than the {cpus} CPUs this process may run on "
+                                  f"(more threads than cores only wait for each other); use 1 .. {cpus}")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warmup: must be a fraction in [0, 1), got {self.warmup}")
         if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
@@ -235,9 +240,16 @@ def _coerce(key, value, typ, where):
     return value
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def load_toml(path) -> dict:
     """Read a config file: a flat TOML table of Config keys (dashes or underscores)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file (give a .toml file)")
     if not p.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:

@@ -101,7 +101,11 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
     else:
         data = data.to(device)
     text = getattr(data, "kind", "classify") == "text"
-    cfg = cfg.resolved(n_train(data, cfg))
+    n = n_train(data, cfg)
+    if not text and cfg.batch_size is not None and cfg.batch_size > n:  # (the default is capped at the set's size)
+        raise ValueError(f"batch_size: {cfg.batch_size} is more than the {n} training examples of {cfg.dataset}; "
+                         f"use at most {n}")
+    cfg = cfg.resolved(n)
     if cfg.batch_size < dist.world * cfg.grad_accum:
         raise ValueError(f"batch_size: {cfg.batch_size} is smaller than processes x grad_accum "
                          f"({dist.world} x {cfg.grad_accum}); every micro-batch needs at least one example")
