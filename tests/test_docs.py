@@ -409,6 +409,26 @@ def test_a_wrong_install_or_pytest_line_fails(line):
 
 RUN = sorted({shlex.join(c) for _, c in ALL_COMMANDS if classify(c) == "run"})
 
+# Figures the docs quote for a cheap command, checked against its run: (file, pattern whose group is the figure).
+# The default run's test accuracy depends only on its seed (0) and thread count (1), both fixed by default.
+QUOTED = {
+    "nesterov": [("docs/training.md", r"\| `nesterov train --seed 0` \| ([\d.]+) % \|"),
+                 ("docs/training.md", r"\$ nesterov train --seed 0\ntest accuracy ([\d.]+) %"),
+                 ("docs/cli.md", r"\ntest accuracy ([\d.]+) % \(best")],
+}
+
+
+def check_quoted(command: str, stdout: str) -> None:
+    """Each figure the docs quote for ``command`` equals its run's, to the digits the docs show."""
+    measured = re.search(r"^test accuracy ([\d.]+) %", stdout, re.M)
+    for rel, pattern in QUOTED.get(command, ()):
+        quoted = re.search(pattern, (ROOT / rel).read_text())
+        assert quoted, f"{rel} no longer quotes {command!r} ({pattern})"
+        assert measured, f"{command!r} printed no test accuracy:\n{stdout}"
+        digits = len(quoted.group(1).partition(".")[2])
+        assert f"{float(measured.group(1)):.{digits}f}" == quoted.group(1), (
+            f"{rel} quotes {quoted.group(1)} % for {command!r}; it prints {measured.group(1)} %")
+
 
 @pytest.mark.parametrize("command", RUN)
 def test_cheap_command_runs(command, tmp_path):
@@ -419,3 +439,9 @@ def test_cheap_command_runs(command, tmp_path):
     cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "nesterov"]
     proc = run(cmd + shlex.split(command)[1:], tmp_path)
     assert proc.returncode == 0, f"{command}\n{explain(proc)}"
+    check_quoted(command, proc.stdout)
+
+
+def test_a_quoted_figure_that_differs_fails():
+    with pytest.raises(AssertionError, match="quotes 98.0"):
+        check_quoted("nesterov", "test accuracy 97.40 % (best 97.40 % at step 155) after 155 steps\n")

@@ -547,3 +547,26 @@ def test_nadamw_loads_a_checkpoint_with_a_float_mu_product():
     rest = grad_sequence(SHAPES, 3, 1)
     for x, y in zip(run(ours, a, rest), run(theirs, b, rest)):
         assert rel_diff(x, y) <= 1e-12
+
+
+# -- complex parameters: LARS and LAMB go by the complex shape (README, differences from torch) -------------------
+@pytest.mark.parametrize("cls", [LARS, LAMB])
+@pytest.mark.parametrize("backend", ["eager", "foreach", "auto"])
+def test_complex_parameters_step_as_real_ones_of_their_complex_shape(cls, backend):
+    """A complex (5,) vector steps as a real vector of its 10 real numbers (no trust ratio, no decay), a complex
+    (3, 4) matrix as the real (3, 8) matrix of its real view: the trust ratio's matrix-or-vector is the complex
+    shape's, not the real view's (which would make the vector a (5, 2) matrix)."""
+    gen = torch.Generator().manual_seed(0)
+    z = [torch.nn.Parameter(torch.randn(s, dtype=torch.complex128, generator=gen)) for s in ((5,), (3, 4))]
+    r = [torch.nn.Parameter(torch.view_as_real(p.detach()).reshape(-1 if p.dim() == 1 else (p.shape[0], -1)).clone())
+         for p in z]
+    kwargs = dict(lr=0.1, weight_decay=0.05)
+    opts = [cls(z, backend=backend, **kwargs), cls(r, backend=backend, **kwargs)]
+    for _ in range(4):
+        for p, q in zip(z, r):
+            p.grad = torch.randn(p.shape, dtype=p.dtype, generator=gen)
+            q.grad = torch.view_as_real(p.grad).reshape(q.shape).clone()
+        for opt in opts:
+            opt.step()
+    for p, q in zip(z, r):
+        torch.testing.assert_close(torch.view_as_real(p.detach()).reshape(q.shape), q.detach(), atol=1e-14, rtol=0)
