@@ -16,6 +16,7 @@ from pathlib import Path  # noqa: E402
 
 # Light imports only (no torch): flags and config files are checked, and the first line printed, in ~0.1 s.
 from .config import Config, ConfigError, load_toml  # noqa: E402
+from .optimizers import is_schedule_free  # noqa: E402
 
 __all__ = ["compare_main", "train_main"]
 
@@ -265,6 +266,9 @@ def _plan(args):
         return cfg, out, given
     cfg, given = _config_from(args, single=True)
     checked(cfg, given, args.config)
+    if is_schedule_free(cfg.optimizer) and given.get("schedule", "constant") != "constant":
+        raise ConfigError(f"--schedule: {cfg.optimizer} is schedule-free: it takes no lr schedule (its linear warmup "
+                          f"is --warmup, a fraction of the run); leave --schedule unset or give constant")
     out = Path(args.out) if args.out else _default_out(cfg)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
