@@ -49,8 +49,9 @@ OPTIMIZERS: dict[str, Spec] = {
     "torch-adamw": Spec("torch.optim:AdamW", lr=1e-2, weight_decay=1e-2, momentum=0.9, library=False),
     "torch-nadam": Spec("torch.optim:NAdam", lr=1e-2, weight_decay=1e-2, momentum=0.9,
                         extra=(("decoupled_weight_decay", True),), library=False),
-    # schedule-free: a constant lr (LRS_TODO)
-    "sf-sgd": Spec("nesterov:ScheduleFreeSGD", lr=1.0, weight_decay=5e-4, momentum=0.9, schedule_free=True),
+    # schedule-free: a constant lr after the optimizer's own warmup; lrs from `nesterov compare --optimizers
+    # sf-sgd,sf-adamw --sweep` on the MNIST-1D default (docs/training.md, "Schedule-free")
+    "sf-sgd": Spec("nesterov:ScheduleFreeSGD", lr=0.3, weight_decay=5e-4, momentum=0.9, schedule_free=True),
     "sf-adamw": Spec("nesterov:ScheduleFreeAdamW", lr=1e-2, weight_decay=1e-2, momentum=0.9, schedule_free=True),
 }
 
