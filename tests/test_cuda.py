@@ -18,6 +18,8 @@ OPTIMIZERS = {
     "LARS": dict(lr=0.5, weight_decay=1e-3, trust_coefficient=0.01),
     "LAMB": dict(lr=1e-2, weight_decay=1e-2),
     "Muon": dict(lr=0.02, weight_decay=1e-2, ns_dtype=torch.float32),
+    "ScheduleFreeSGD": dict(lr=0.1, weight_decay=1e-2, warmup_steps=2, r=0.5),
+    "ScheduleFreeAdamW": dict(lr=1e-2, weight_decay=1e-2, warmup_steps=2, r=0.5),
 }
 
 

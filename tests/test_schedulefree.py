@@ -220,3 +220,39 @@ def test_bad_argument_types_and_betas_are_named():
     with pytest.raises(TypeError, match=r"train_mode \(param group 1\) must be a bool"):
         opt.add_param_group({"params": fresh(1), "train_mode": "yes"})
     assert len(opt.param_groups) == 1
+
+
+# -- the bench's rows (nesterov bench step --optimizer sf-sgd | sf-adamw --peers) -------------------------------
+@pytest.mark.parametrize("rule, name", [("sf-sgd", "ScheduleFreeSGD"), ("sf-adamw", "ScheduleFreeAdamW")])
+def test_bench_peers_compute_our_update_with_the_bench_hyperparameters(rule, name):
+    """The reference and pytorch-optimizer's port, as the bench builds them (in train mode), float64."""
+    from nesterov.bench.peers import PEERS
+    from nesterov.bench.specs import OPTIMIZERS
+
+    hp = OPTIMIZERS[rule]().extra["hp"]
+    for peer in PEERS[rule]:
+        if peer.library == "heavyball":  # float32 storage and a compile on its first step: not the same bits
+            continue
+        pytest.importorskip(peer.library)
+        theirs, mine = fresh(0), fresh(0)
+        opt, ours = peer.make(theirs, hp), getattr(nesterov, name)(mine, **hp, backend="eager")
+        for seed in range(3):
+            for group in (theirs, mine):
+                gen = torch.Generator().manual_seed(seed)
+                for p in group:
+                    p.grad = torch.randn(p.shape, generator=gen, dtype=F64)
+            opt.step()
+            ours.step()
+        assert_close(mine, theirs, peer.name)
+
+
+def test_bench_step_times_the_reference_beside_ours():
+    from nesterov.bench import step
+
+    args = step.step_parser().parse_args(
+        ["--shapes", "mnist1d-cnn", "--warmup", "0", "--repeats", "2", "--auto-wait", "0", "--optimizer", "sf-adamw",
+         "--peers", "--only", "torch AdamW fused,nesterov foreach,schedulefree AdamWScheduleFree", "--quiet"])
+    rows = {r["name"]: r for r in step.run_step_bench(args)["rows"]}
+    assert set(rows) == {"torch AdamW fused", "nesterov foreach", "schedulefree AdamWScheduleFree"}
+    assert rows["schedulefree AdamWScheduleFree"]["grads_restored"]  # it normalises p.grad in place
+    assert not rows["nesterov foreach"]["grads_restored"]

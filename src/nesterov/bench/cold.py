@@ -44,8 +44,13 @@ def child(args) -> dict:
     t0 = time.perf_counter()
     if args.contender == "nesterov auto":
         opt = spec.ours(params, backend="auto", state_dtype=state_dtype)
-    else:
+    elif args.contender in spec.torch_alternatives:
         opt = spec.torch_alternatives[args.contender](params)
+    else:
+        from nesterov.bench.peers import PEERS
+
+        peer = next(p for p in PEERS[args.optimizer] if p.name == args.contender)
+        opt = peer.make(params, spec.extra["hp"])
     step_times = []
     for _ in range(args.steps):
         t = time.perf_counter()
@@ -87,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default=None, help="comma-separated contender names")
+    ap.add_argument("--peers", action="store_true",
+                    help="also run heavyball's, pytorch-optimizer's and the reference package's version, where installed")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per contender run")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -103,6 +110,13 @@ def main(argv: list[str]) -> int:
         return 0
     spec = OPTIMIZERS[args.optimizer]()
     names = args.only.split(",") if args.only else contenders(spec, with_torch=True)
+    if args.peers and not args.only:
+        from nesterov.bench.peers import peers_for
+
+        peers, lines = peers_for(args.optimizer)
+        names += [p.name for p in peers]
+        for line in lines:
+            print(f"nesterov bench cold: {line}", file=sys.stderr)
     results: dict[str, list[dict]] = {n: [] for n in names}
     for _ in range(args.runs):
         for name in names:
