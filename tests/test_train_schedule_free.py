@@ -135,3 +135,25 @@ def test_a_schedule_is_refused_for_a_schedule_free_optimizer(capsys):
     assert train_main(["--optimizer", SF[0], "--schedule", "linear", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--schedule: " in err and "schedule-free" in err and "constant" in err
+
+
+def test_a_run_twice_as_long_passes_exactly_through_the_shorter_one():
+    """The schedule-free claim the race leans on: with the same warmup steps and evaluations, the first half of
+    a run of 2N steps is the run of N steps, bit for bit (a scheduled lr would differ at once)."""
+    short = loop.run(Config(optimizer=SF[0], **{**TINY, "steps": 16, "warmup": 0.25}), None, progress=False)
+    long = loop.run(Config(optimizer=SF[0], **{**TINY, "steps": 32, "warmup": 0.125}), None, progress=False)
+    assert [r["step"] for r in short.history] == [8, 16]
+    untimed = [[{k: v for k, v in r.items() if k not in ("seconds", "test_bpb")} for r in h]
+               for h in (short.history, long.history[:2])]
+    assert untimed[0] == untimed[1]  # every column but the seconds ...
+    nag = [loop.run(Config(optimizer="nag", **{**TINY, "steps": n}), None, progress=False).history for n in (16, 32)]
+    assert nag[0][1]["test_loss"] != nag[1][1]["test_loss"]  # ... which a cosine schedule changes
+
+
+def test_a_race_gives_the_schedule_to_the_others_only():
+    from nesterov.train.compare import compare
+
+    base = Config(dataset="digits", model="mlp", steps=20, eval_every=5, threads=1)
+    result = compare([SF[0], "nag"], base, 1, log=lambda m: None)
+    lrs = {name: [r["lr"] for r in h[0]] for name, h in result["curves"].items()}
+    assert len(set(lrs[SF[0]])) == 1 and len(set(lrs["nag"])) == 4  # constant against warmup-cosine
