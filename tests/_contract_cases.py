@@ -14,7 +14,8 @@ import nesterov
 OPTIMIZERS = ("NAG", "NAdamW", "Adan", "LARS", "LAMB", "Muon", "ScheduleFreeSGD", "ScheduleFreeAdamW")
 BACKENDS = ("eager", "foreach", "compile", "auto")
 # torch's own fused SGD kernel (fp32/fp64); the rules' C++ kernels (CPU: fp32/fp64, and fp32 with bf16 state)
-EXTRA_BACKENDS = {"NAG": ("torch", "cpp"), "LARS": ("cpp",), "LAMB": ("cpp",)}
+EXTRA_BACKENDS = {"NAG": ("torch", "cpp"), "LARS": ("cpp",), "LAMB": ("cpp",), "ScheduleFreeSGD": ("cpp",),
+                  "ScheduleFreeAdamW": ("cpp",)}
 
 # Hyperparameters that exercise every term of each rule (momentum, weight decay, bias corrections);
 # per-test overrides go through ``make(..., **overrides)``.

@@ -21,7 +21,7 @@ import nesterov
 
 F64 = torch.float64
 PARITY = 1e-12
-BACKENDS = ("eager", "foreach", "compile", "auto")
+BACKENDS = ("eager", "foreach", "compile", "cpp", "auto")
 REFERENCE = {"ScheduleFreeSGD": schedulefree.SGDScheduleFree, "ScheduleFreeAdamW": schedulefree.AdamWScheduleFree}
 SHAPES = [(5, 3), (4,), (2, 3, 2), (1,)]
 FLOAT = dict(allow_nan=False, allow_infinity=False)
@@ -101,6 +101,45 @@ def test_parity_with_the_reference(name, backend, data, steps, seed):
         assert_close([opt.state[p]["z"]], [ref.state[q]["z"]], "z")
         if name == "ScheduleFreeAdamW":
             assert_close([opt.state[p]["exp_avg_sq"]], [ref.state[q]["exp_avg_sq"]], "exp_avg_sq")
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_cpp_kernel_on_tensors_split_among_threads(name, threads):
+    """Long tensors, split among threads (the restatement test ties the kernel to the rule on small ones):
+    float64 within the parity bound; float32 with bf16 state as the rule rounds it (SGD bit for bit; AdamW's
+    division and square root may round an ulp apart from torch's, and so its bf16 state)."""
+    shapes = [(300, 401), (1000,), (64, 3, 5, 5), (7,), (2, 50001), (1,)]
+
+    def run(backend, dtype, state_dtype):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=F64).to(dtype)) for s in shapes]
+        opt = getattr(nesterov, name)(params, backend=backend, state_dtype=state_dtype, lr=0.05,
+                                      weight_decay=0.01, warmup_steps=2)
+        _run(name, params, opt, range(4))
+        return params, opt
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        (want, _), (got, opt) = run("eager", F64, None), run("cpp", F64, None)
+        assert opt.backends_seen == {"cpp"}
+        assert_close(got, want, "param")
+        (want, _), (got, _) = run("eager", torch.float32, torch.bfloat16), run("cpp", torch.float32, torch.bfloat16)
+        if name == "ScheduleFreeSGD":
+            assert_equal_tensors(values(got), values(want), "param")
+        else:
+            for i, (a, b) in enumerate(zip(got, want)):
+                assert ((a - b).abs().max() / b.abs().max()).item() <= 1e-5, f"param {i}"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_steps_a_large_group_on_the_cpp_kernel_from_its_first_step():
+    params = [torch.nn.Parameter(torch.randn(600, 500)), torch.nn.Parameter(torch.randn(10))]
+    opt = nesterov.ScheduleFreeAdamW(params)
+    _run("ScheduleFreeAdamW", params, opt, range(1))
+    assert opt.backends_seen == {"cpp"}
 
 
 def _run(name, params, opt, data):

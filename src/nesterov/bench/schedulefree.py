@@ -31,6 +31,7 @@ def sf_sgd_spec() -> BenchSpec:
         },
         bytes_per_param=lambda pb, sb: 3 * pb + 2 * sb,  # read y, g, z; write y, z
         reference="torch SGD fused",
+        backends=("eager", "foreach", "compile", "cpp", "auto"),
         extra={"hp": hp},
     )
 
@@ -47,5 +48,6 @@ def sf_adamw_spec() -> BenchSpec:
         },
         bytes_per_param=lambda pb, sb: 3 * pb + 4 * sb,  # read y, g, z, v; write y, z, v
         reference="torch AdamW fused",
+        backends=("eager", "foreach", "compile", "cpp", "auto"),
         extra={"hp": hp},
     )

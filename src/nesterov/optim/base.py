@@ -52,7 +52,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             raise ValueError(f"backend='torch': {type(self).__name__} has no torch kernel (torch has no fused "
                              f"kernel computing this rule); use 'auto', 'compile', 'foreach' or 'eager'")
         if backend == "cpp" and self.rule.cpp_kernel is None:
-            raise ValueError(f"backend='cpp': {type(self).__name__} has no C++ kernel (LARS, LAMB and NAG have one); "
+            raise ValueError(f"backend='cpp': {type(self).__name__} has no C++ kernel (LARS, LAMB, NAG and the "
+                             f"schedule-free rules have one); "
                              f"use 'auto', 'compile', 'foreach' or 'eager'")
         if state_dtype not in STATE_DTYPES:
             raise ValueError(f"state_dtype must be one of {dtype_names(STATE_DTYPES)}; got {state_dtype!r}")

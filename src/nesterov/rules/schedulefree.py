@@ -129,6 +129,8 @@ SF_SGD_RULE = Rule(
     advance_group=sgd_advance_group,
     update=sgd_update,
     foreach=sgd_foreach,
+    cpp_kernel="schedulefree_sgd.cpp",
+    cpp_args=("average_weight", "y_grad_coef", "scheduled_lr", "weight_decay"),
 )
 
 SF_ADAMW_RULE = Rule(
@@ -140,4 +142,6 @@ SF_ADAMW_RULE = Rule(
     advance_group=adamw_advance_group,
     update=adamw_update,
     foreach=adamw_foreach,
+    cpp_kernel="schedulefree_adamw.cpp",
+    cpp_args=("average_weight", "y_grad_coef", "scheduled_lr", "weight_decay", "c2", "bias_correction2", "eps"),
 )
