@@ -33,7 +33,7 @@ class Spec:
     momentum: float | None  # SGD momentum or Adam beta1; None if the optimizer has neither
     extra: tuple = ()  # fixed constructor kwargs, as (key, value) pairs
     library: bool = True  # False for the torch baselines
-    schedule_free: bool = False  # no lr schedule: its own warmup (warmup_steps), evaluated at x (train/schedule_free.py)
+    schedule_free: bool = False  # no lr schedule, its own warmup_steps; evaluated at x (train/schedule_free.py)
 
 
 # Default lrs: the best of a sweep (x3 steps) by validation accuracy on MNIST-1D, cnn1d, batch 128, 6 epochs of

@@ -95,8 +95,8 @@ def checkpoint(out: Path, dist: D.Dist, cfg: Config, model, opt, sched, scaler, 
                extra: dict | None = None) -> None:
     """Append the metrics row (``row=None``: none, a checkpoint between evaluations) and write ``last.pt`` (and
     ``best.pt``) atomically; rank 0 writes files.  ``extra``: more entries for the checkpoint."""
-    common = {**(extra or {}), "scheduler": sched.state_dict(), "rng": rng_state(), "state": dict(state), "config": cfg.to_dict(),
-              "metrics": row, "scaler": scaler.state_dict() if scaler is not None else None}
+    common = {"scheduler": sched.state_dict(), "rng": rng_state(), "state": dict(state), "config": cfg.to_dict(),
+              "metrics": row, "scaler": scaler.state_dict() if scaler is not None else None, **(extra or {})}
     if cfg.fsdp:
         name = f"dcp-{state['step']}"
         _save_dcp(model, opt, out / name)  # collective: every rank writes its shards

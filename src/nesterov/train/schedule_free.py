@@ -24,7 +24,7 @@ import contextlib
 import torch
 from torch import nn
 
-__all__ = ["BN_BATCHES", "has_batchnorm", "recompute_batchnorm", "to_x"]
+__all__ = ["BN_BATCHES", "recompute_batchnorm", "to_x"]
 
 # Training batches run through the model at x (under no_grad) to estimate each BatchNorm's mean and variance
 # before an evaluation.  Four batches of the default 128 are 512 examples, a channel mean's standard error 1/sqrt(512)
@@ -37,10 +37,6 @@ BN_BATCHES = 4
 def _norms(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return bool(_norms(model))
 
 
 @torch.no_grad()
