@@ -29,8 +29,7 @@ __all__ = ["BN_BATCHES", "recompute_batchnorm", "to_x"]
 # Training batches run through the model at x (under no_grad) to estimate each BatchNorm's mean and variance
 # before an evaluation.  Four batches of the default 128 are 512 examples, a channel mean's standard error 1/sqrt(512)
 # ≈ 4 % of its standard deviation; on the MNIST-1D default the final test loss no longer moves from 4 batches on
-# (1, 2, 4, 8, 16 batches: sf-sgd 0.1832, 0.1819, 0.1803, 0.1807, 0.1803; docs/training.md, "Schedule-free"), and
-# a batch without gradients costs about a third of a training step.
+# (1, 2, 4, 8, 16 batches: sf-sgd 0.1832, 0.1819, 0.1803, 0.1807, 0.1803; docs/training.md, "Schedule-free").
 BN_BATCHES = 4
 
 
