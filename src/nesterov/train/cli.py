@@ -76,8 +76,10 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single: bool, describe: bool =
     length = g.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, help="default: per dataset (mnist1d 5, digits 30, else 20)")
     length.add_argument("--steps", type=int, help="total optimizer steps (instead of --epochs)")
-    g.add_argument("--schedule", help=f"lr schedule: {', '.join(SCHEDULES)} (default warmup-cosine)")
-    g.add_argument("--warmup", type=float, help="warmup fraction of the run (default 0.1)")
+    g.add_argument("--schedule", help=f"lr schedule: {', '.join(SCHEDULES)} (default warmup-cosine; sf-sgd and "
+                                      "sf-adamw take none)")
+    g.add_argument("--warmup", type=float, help="warmup fraction of the run (default 0.1; sf-sgd, sf-adamw: their "
+                                                "own warmup_steps)")
     g.add_argument("--label-smoothing", type=float, help="default 0.1")
     g.add_argument("--target-accuracy", type=float,
                    help="fraction, e.g. 0.94; time to reach it is reported (default: mnist1d 0.94, digits 0.97)")
