@@ -64,6 +64,7 @@ CASES = [
     Case(("--width", "8"), "--width"),
     Case(("--optimizer", "adam"), "--optimizer"),
     Case(("--schedule", "cosine"), "--schedule"),
+    Case(("--optimizer", "sf-sgd", "--schedule", "linear"), "--schedule"),
     Case(("--precision", "fp8"), "--precision"),
     Case(("--augment", "rotate"), "--augment"),
     Case(("--eval-every", "0"), "--eval-every"),

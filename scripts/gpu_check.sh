@@ -7,7 +7,7 @@ out=${OUT:-gpu-out}
 mkdir -p "$out"
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
 python -m pytest -q tests/test_cuda.py 2>&1 | tee "$out/tests.txt"
-for opt in nag nadamw adan lars lamb; do
+for opt in nag nadamw adan lars lamb sf-sgd sf-adamw; do
   nesterov bench step --device cuda --optimizer "$opt" --repeats 50 --json > "$out/bench-$opt.json"
   nesterov bench step --device cuda --optimizer "$opt" --repeats 50 | tee "$out/bench-$opt.txt"
   nesterov bench step --device cuda --optimizer "$opt" --state-dtype bfloat16 --include-torch --repeats 50 \
@@ -16,6 +16,10 @@ done
 nesterov bench step --device cuda --iteration --repeats 50 | tee "$out/bench-nag-iteration.txt"
 for opt in nag nadamw; do
   nesterov bench cold --device cuda --optimizer "$opt" | tee "$out/cold-$opt.txt"
+done
+for opt in sf-sgd sf-adamw; do  # against the reference package and the ports too
+  nesterov bench step --device cuda --optimizer "$opt" --peers --repeats 50 | tee "$out/bench-$opt-peers.txt"
+  nesterov bench cold --device cuda --optimizer "$opt" --peers | tee "$out/cold-$opt.txt"
 done
 nesterov bench step --device cuda --optimizer muon --shapes transformer --repeats 5 --warmup 2 \
   | tee "$out/bench-muon.txt"

@@ -21,9 +21,16 @@ from nesterov.rules.lamb import LAMB_RULE
 from nesterov.rules.lars import LARS_RULE
 from nesterov.rules.nadamw import NADAMW_RULE
 from nesterov.rules.nag import NAG_RULE
+from nesterov.rules.schedulefree import SF_ADAMW_RULE, SF_SGD_RULE
 
 FLOAT = dict(allow_nan=False, allow_infinity=False)
 unit = st.floats(0.0, 0.99, **FLOAT)
+# Schedule-free's schedule and the running scalars its param group holds mid-run.
+SCHEDULE = {"lr": st.floats(0.0, 1.0, **FLOAT), "weight_decay": st.floats(0.0, 0.1, **FLOAT),
+            "warmup_steps": st.integers(0, 10), "r": st.floats(0.0, 2.0, **FLOAT),
+            "weight_lr_power": st.floats(0.0, 3.0, **FLOAT), "k": st.integers(0, 20),
+            "lr_max": st.floats(-1.0, 1.0, **FLOAT), "weight_sum": st.floats(0.0, 10.0, **FLOAT),
+            "scheduled_lr": st.just(0.0)}
 
 # A param group for each rule (the rule's hypers_of reads it), drawn fresh.
 GROUPS = {
@@ -43,6 +50,9 @@ GROUPS = {
     LAMB_RULE: st.fixed_dictionaries({"lr": st.floats(0.0, 0.1, **FLOAT), "betas": st.tuples(unit, unit),
                                       "eps": st.floats(1e-10, 1e-3, **FLOAT),
                                       "weight_decay": st.floats(0.0, 0.1, **FLOAT)}),
+    SF_SGD_RULE: st.fixed_dictionaries({**SCHEDULE, "momentum": st.floats(0.01, 0.99, **FLOAT)}),
+    SF_ADAMW_RULE: st.fixed_dictionaries({**SCHEDULE, "betas": st.tuples(st.floats(0.01, 0.99, **FLOAT), unit),
+                                          "eps": st.floats(1e-10, 1e-3, **FLOAT)}),
 }
 
 
@@ -72,6 +82,8 @@ def test_restatement_equals_the_rule(rule, restatement, flags, data, shapes, t, 
         scalars = {name: value * (1 - torch.rand((), generator=gen, dtype=value.dtype) * 0.5)  # a running product
                    for name, value in (rule.init_scalars() if rule.scalars else {}).items()}
         derived = rule.advance(t, scalars, **hypers)[1]
+    if rule.advance_group is not None:
+        derived.update(rule.advance_group({name: group[name] for name in rule.group_scalars}, **hypers)[1])
     randn = lambda s: torch.randn(s, generator=gen, dtype=torch.float64)  # noqa: E731
     params, grads = [randn(s) for s in shapes], [randn(s) for s in shapes]
     # Adam-type second moments are non-negative; everything else may have any sign.

@@ -15,6 +15,8 @@ _EXPORTS = {
     "Muon": "nesterov.optim.muon",
     "LARS": "nesterov.optim.lars",
     "LAMB": "nesterov.optim.lamb",
+    "ScheduleFreeSGD": "nesterov.optim.schedulefree",
+    "ScheduleFreeAdamW": "nesterov.optim.schedulefree",
     "minimize": "nesterov.solve",
     "OptimizeResult": "nesterov.solve",
     "prox": "nesterov.solve.prox",

@@ -39,20 +39,33 @@ def child(args) -> dict:
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     state_dtype = DTYPES[args.state_dtype] if args.state_dtype else None
     params = make_params(scaled_shapes(SHAPES[args.shapes](), args.numel), device, dtype)
+    peer = args.contender != "nesterov auto" and args.contender not in spec.torch_alternatives
+    # A peer's gradients, given back before each step off the clock: some write into p.grad or take it away.
+    given = [p.grad.clone() for p in params] if peer else None
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
     if args.contender == "nesterov auto":
         opt = spec.ours(params, backend="auto", state_dtype=state_dtype)
-    else:
+    elif args.contender in spec.torch_alternatives:
         opt = spec.torch_alternatives[args.contender](params)
-    step_times = []
+    else:
+        from nesterov.bench.peers import PEERS
+
+        opt = next(p for p in PEERS[args.optimizer] if p.name == args.contender).make(params, spec.extra["hp"])
+    step_times, giving_back = [], 0.0
     for _ in range(args.steps):
+        if given is not None:
+            t = time.perf_counter()
+            for p, g in zip(params, given):
+                p.grad = g.clone() if p.grad is None else p.grad.copy_(g)
+            sync()
+            giving_back += time.perf_counter() - t
         t = time.perf_counter()
         opt.step()
         sync()
         step_times.append(time.perf_counter() - t)
-    total = time.perf_counter() - t0
+    total = time.perf_counter() - t0 - giving_back
     return {"contender": args.contender, "seconds": total, "first_step_s": step_times[0],
             "last_steps_median_ms": statistics.median(step_times[-20:]) * 1e3,
             "backends": sorted(getattr(opt, "backends_seen", set()))}
@@ -89,6 +102,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default=None, help="comma-separated contender names")
+    ap.add_argument("--peers", action="store_true",
+                    help="also run heavyball's, pytorch-optimizer's and the reference package's version, where installed")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per contender run")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -105,6 +120,13 @@ def main(argv: list[str]) -> int:
         return 0
     spec = OPTIMIZERS[args.optimizer]()
     names = args.only.split(",") if args.only else contenders(spec, with_torch=True)
+    if args.peers and not args.only:
+        from nesterov.bench.peers import peers_for
+
+        peers, lines = peers_for(args.optimizer)
+        names += [p.name for p in peers]
+        for line in lines:
+            print(f"nesterov bench cold: {line}", file=sys.stderr)
     results: dict[str, list[dict]] = {n: [] for n in names}
     for _ in range(args.runs):
         for name in names:

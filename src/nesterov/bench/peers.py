@@ -1,4 +1,5 @@
-"""Peer libraries in ``nesterov bench step --peers``: heavyball and pytorch-optimizer, where installed.
+"""Peer libraries in ``nesterov bench step --peers``: heavyball and pytorch-optimizer, and a rule's reference
+package (schedulefree), where installed.
 
 Each rule lists the peer optimizers that compute it (or the nearest thing the library has), built with the
 rule's benchmark hyperparameters (``BenchSpec.extra["hp"]``) mapped onto the peer's own arguments as
@@ -17,6 +18,8 @@ from typing import Callable
 import torch
 
 LIBRARIES = {"heavyball": "heavyball", "pytorch_optimizer": "pytorch-optimizer"}  # import name -> PyPI name
+# A rule's reference package: a row for the rules it defines, and no line for the others.
+REFERENCE_LIBRARIES = {"schedulefree": "schedulefree"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,32 @@ def _po_muon(params, hp):
                       foreach=True)
 
 
+def _in_train_mode(opt):
+    """A schedule-free port that starts in eval mode (the reference's convention), put where it can step."""
+    opt.train()
+    return opt
+
+
+def _schedulefree_sgd(params, hp):
+    return _in_train_mode(importlib.import_module("schedulefree").SGDScheduleFree(params, **hp, foreach=True))
+
+
+def _schedulefree_adamw(params, hp):
+    return _in_train_mode(importlib.import_module("schedulefree").AdamWScheduleFree(params, **hp, foreach=True))
+
+
+def _heavyball_sf_adamw(params, hp):
+    return _in_train_mode(_hb().SFAdamW(params, **hp))
+
+
+def _po_sf_sgd(params, hp):
+    return _in_train_mode(_po().ScheduleFreeSGD(params, **hp, foreach=True))
+
+
+def _po_sf_adamw(params, hp):
+    return _in_train_mode(_po().ScheduleFreeAdamW(params, **hp, foreach=True))
+
+
 PEERS: dict[str, tuple[Peer, ...]] = {
     "nag": (
         Peer("heavyball SGD", "heavyball", _heavyball_sgd,
@@ -111,6 +140,17 @@ PEERS: dict[str, tuple[Peer, ...]] = {
              "u = g + EMA(g), per-step NS coefficients, AdamW on vectors"),
         Peer("pytorch-optimizer Muon", "pytorch_optimizer", _po_muon, "bf16 NS, AdamW on vectors"),
     ),
+    "sf-sgd": (
+        Peer("schedulefree SGDScheduleFree", "schedulefree", _schedulefree_sgd,
+             "the reference, foreach; writes into p.grad (restored, untimed)"),
+        Peer("pytorch-optimizer ScheduleFreeSGD", "pytorch_optimizer", _po_sf_sgd, "foreach"),
+    ),
+    "sf-adamw": (
+        Peer("schedulefree AdamWScheduleFree", "schedulefree", _schedulefree_adamw,
+             "the reference, foreach; writes into p.grad (restored, untimed)"),
+        Peer("heavyball SFAdamW", "heavyball", _heavyball_sf_adamw, "compiled on its first step"),
+        Peer("pytorch-optimizer ScheduleFreeAdamW", "pytorch_optimizer", _po_sf_adamw, "foreach"),
+    ),
 }
 
 # What a library has (or lacks) for a rule where it gives no row: (rule, library) -> why.
@@ -120,6 +160,7 @@ NO_ROW: dict[tuple[str, str], str] = {
     ("adan", "heavyball"): "has no Adan",
     ("lars", "heavyball"): "has no LARS",
     ("lamb", "heavyball"): "has no LAMB",
+    ("sf-sgd", "heavyball"): "has no schedule-free SGD",
 }
 
 
@@ -130,7 +171,7 @@ def version(library: str) -> str | None:
     except Exception:  # noqa: BLE001 - a broken install counts as absent, and is said so
         return None
     try:
-        return importlib.metadata.version(LIBRARIES[library])
+        return importlib.metadata.version({**LIBRARIES, **REFERENCE_LIBRARIES}[library])
     except importlib.metadata.PackageNotFoundError:
         return "?"
 
@@ -138,8 +179,10 @@ def version(library: str) -> str | None:
 def peers_for(rule: str) -> tuple[list[Peer], list[str]]:
     """The installed peers of ``rule`` and one line for each library that gives no row (and why)."""
     usable, lines = [], []
-    for library, pypi in LIBRARIES.items():
+    for library, pypi in {**LIBRARIES, **REFERENCE_LIBRARIES}.items():
         mine = [p for p in PEERS.get(rule, ()) if p.library == library]
+        if not mine and library in REFERENCE_LIBRARIES:
+            continue
         if not mine:
             lines.append(f"{pypi}: no row for {rule}: {NO_ROW.get((rule, library), 'no matching optimizer')}")
             continue
@@ -152,4 +195,4 @@ def peers_for(rule: str) -> tuple[list[Peer], list[str]]:
 
 
 def library_versions() -> dict[str, str | None]:
-    return {LIBRARIES[lib]: version(lib) for lib in LIBRARIES}
+    return {pypi: version(lib) for lib, pypi in {**LIBRARIES, **REFERENCE_LIBRARIES}.items()}

@@ -64,6 +64,8 @@ OPTIMIZERS: dict[str, Callable[[], BenchSpec]] = {
     "adan": _lazy("nesterov.bench.family", "adan_spec"),
     "lars": _lazy("nesterov.bench.family", "lars_spec"),
     "lamb": _lazy("nesterov.bench.family", "lamb_spec"),
+    "sf-sgd": _lazy("nesterov.bench.schedulefree", "sf_sgd_spec"),
+    "sf-adamw": _lazy("nesterov.bench.schedulefree", "sf_adamw_spec"),
 }
 
 

@@ -4,7 +4,9 @@ A kernel steps all the tensors of a call in one parallel region (see ``engine/pe
 built once per (rule, dtype, state dtype) by inductor's C++ toolchain (:func:`compat.load_cpp_kernel`), in a
 second or two, and kept in its disk cache. Rules have one where the compiled rule falls short: LARS and
 LAMB, whose per-tensor norms inductor cannot make bandwidth-bound, and NAG with bf16 state, whose compile
-takes tens of seconds (the kernels take bf16 state, with stochastic rounding, for float32 parameters).
+takes tens of seconds (the kernels take bf16 state, with stochastic rounding, for float32 parameters), and
+the schedule-free rules, whose compile would outlast a short run's first steps and whose foreach restatement
+needs temporaries the reference avoids by writing into ``p.grad``.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             raise ValueError(f"backend='torch': {type(self).__name__} has no torch kernel (torch has no fused "
                              f"kernel computing this rule); use 'auto', 'compile', 'foreach' or 'eager'")
         if backend == "cpp" and self.rule.cpp_kernel is None:
-            raise ValueError(f"backend='cpp': {type(self).__name__} has no C++ kernel (LARS, LAMB and NAG have one); "
+            raise ValueError(f"backend='cpp': {type(self).__name__} has no C++ kernel (LARS, LAMB, NAG and the "
+                             f"schedule-free rules have one); "
                              f"use 'auto', 'compile', 'foreach' or 'eager'")
         if state_dtype not in STATE_DTYPES:
             raise ValueError(f"state_dtype must be one of {dtype_names(STATE_DTYPES)}; got {state_dtype!r}")
@@ -232,12 +233,16 @@ class RuleOptimizer(torch.optim.Optimizer):
         """
         rule = self.rule_for(group)
         hypers, flags = rule.hypers_of(group), rule.flags_of(group)
+        group_derived = {}
+        if rule.advance_group is not None:
+            new, group_derived = rule.advance_group({name: group[name] for name in rule.group_scalars}, **hypers)
+            group.update(new)
         signature = (id(self.state), tuple(map(id, params)), tuple(map(storage_ptr, params)))
         plan = self._plans.get(index)
         if plan is None or plan[0] != signature:
             plan = self._plans[index] = (signature, self._plan(index, rule, params))
         for bucket in plan[1]:
-            self._step_bucket(index, rule, hypers, flags, bucket)
+            self._step_bucket(index, rule, hypers, flags, bucket, group_derived)
 
     def _plan(self, index: int, rule: Rule, params: list[torch.Tensor]) -> list[Bucket]:
         buckets: dict = {}
@@ -258,7 +263,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         for name in rule.states:
             s = state.get(name)
             if s is None:
-                state[name] = torch.zeros_like(p, dtype=dtype)
+                state[name] = (torch.empty_like(p, dtype=dtype).copy_(p) if name in rule.states_from_param
+                               else torch.zeros_like(p, dtype=dtype))
             elif s.dtype != dtype or s.device != p.device or (s.stride() != p.stride() and s.dim() > 0):
                 state[name] = torch.empty_like(p, dtype=dtype).copy_(s)
         if rule.uses_step or self.state_dtype is not None:
@@ -282,14 +288,16 @@ class RuleOptimizer(torch.optim.Optimizer):
             return None
         return (float(state["step"]), *(float(state[name]) for name in rule.scalars))
 
-    def _step_bucket(self, index: int, rule: Rule, hypers: dict, flags: dict, bucket: Bucket) -> None:
-        derived = {}
+    def _step_bucket(self, index: int, rule: Rule, hypers: dict, flags: dict, bucket: Bucket,
+                     group_derived: dict) -> None:
+        derived = dict(group_derived)
         if bucket.steps:
             if rule.uses_step:
                 first = bucket.states[0]
                 t = float(first["step"]) + 1
                 if rule.advance is not None:
-                    new, derived = rule.advance(t, {n: first[n] for n in rule.scalars}, **hypers)
+                    new, bucket_derived = rule.advance(t, {n: first[n] for n in rule.scalars}, **hypers)
+                    derived.update(bucket_derived)
                     for name, value in new.items():
                         torch._foreach_copy_([s[name] for s in bucket.states], [value] * len(bucket.states))
             # The members of a bucket share their step count: one add, copied to each (a foreach add on

@@ -24,6 +24,11 @@ class Rule:
     ``t`` and computes the per-step scalars in float64 on the host, once for every parameter that shares
     the same step (as torch does with Python floats).
 
+    ``group_scalars``: running scalars kept in the param group itself (schedule-free's step count, largest lr
+    and weight sum, where its reference keeps them), moved once per step of a group with gradients by
+    ``advance_group(scalars, **hypers) -> (new_scalars, derived)``; its per-step scalars join ``advance``'s.
+    ``states_from_param``: the states that start as a copy of the parameter rather than as zeros.
+
     Restatements, each tied to ``update`` by ``tests/test_restatements.py`` for every flag combination:
     ``foreach`` (in place over lists of tensors with Python-float hyperparameters, states in the
     parameter's dtype), ``torch_kernel`` (in place, one of torch's own fused kernels that computes
@@ -43,6 +48,9 @@ class Rule:
     init_scalars: Callable | None = None
     advance: Callable | None = None
     per_tensor: bool = False
+    group_scalars: tuple[str, ...] = ()
+    advance_group: Callable | None = None
+    states_from_param: tuple[str, ...] = ()
     foreach: Callable | None = field(default=None, compare=False)
     torch_kernel: Callable | None = field(default=None, compare=False)
     torch_kernel_supports: Callable | None = field(default=None, compare=False)

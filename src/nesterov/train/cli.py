@@ -16,6 +16,7 @@ from pathlib import Path  # noqa: E402
 
 # Light imports only (no torch): flags and config files are checked, and the first line printed, in ~0.1 s.
 from .config import Config, ConfigError, load_toml  # noqa: E402
+from .optimizers import is_schedule_free  # noqa: E402
 
 __all__ = ["compare_main", "train_main"]
 
@@ -75,8 +76,10 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single: bool, describe: bool =
     length = g.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, help="default: per dataset (mnist1d 5, digits 30, else 20)")
     length.add_argument("--steps", type=int, help="total optimizer steps (instead of --epochs)")
-    g.add_argument("--schedule", help=f"lr schedule: {', '.join(SCHEDULES)} (default warmup-cosine)")
-    g.add_argument("--warmup", type=float, help="warmup fraction of the run (default 0.1)")
+    g.add_argument("--schedule", help=f"lr schedule: {', '.join(SCHEDULES)} (default warmup-cosine; sf-sgd and "
+                                      "sf-adamw take none)")
+    g.add_argument("--warmup", type=float, help="warmup fraction of the run (default 0.1; sf-sgd, sf-adamw: their "
+                                                "own warmup_steps)")
     g.add_argument("--label-smoothing", type=float, help="default 0.1")
     g.add_argument("--target-accuracy", type=float,
                    help="fraction, e.g. 0.94; time to reach it is reported (default: mnist1d 0.94, digits 0.97)")
@@ -267,6 +270,9 @@ def _plan(args):
         return cfg, out, given
     cfg, given = _config_from(args, single=True)
     checked(cfg, given, args.config)
+    if is_schedule_free(cfg.optimizer) and given.get("schedule", "constant") != "constant":
+        raise ConfigError(f"--schedule: {cfg.optimizer} is schedule-free: it takes no lr schedule (its linear warmup "
+                          f"is --warmup, a fraction of the run); leave --schedule unset or give constant")
     out = Path(args.out) if args.out else _default_out(cfg)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")

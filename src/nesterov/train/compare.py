@@ -25,7 +25,7 @@ from .config import Config, ConfigError, dump_toml
 from .batches import n_train as _n_train
 from .device import resolve_device
 from .loop import run
-from .optimizers import OPTIMIZERS, OptimizerError, available, resolve_hparams
+from .optimizers import OPTIMIZERS, OptimizerError, available, is_schedule_free, resolve_hparams
 
 __all__ = ["DEFAULT_OPTIMIZERS", "SWEEP_FACTORS", "VALIDATION_FRACTION", "compare", "compare_cli"]
 
@@ -335,7 +335,10 @@ def compare_cli(argv, add_run_flags, config_from) -> int:
         print("\nnesterov compare: interrupted; nothing written", file=sys.stderr)
         return 130
     cfg = result["config"]
-    print(f"{cfg.dataset} / {cfg.model}: {cfg.steps} steps of batch {cfg.batch_size}, {cfg.schedule}, "
+    free = [n for n in names if is_schedule_free(n)]  # they take no schedule (loop.py)
+    schedule = cfg.schedule + (f" ({', '.join(free)}: a constant lr after {int(cfg.warmup * cfg.steps)} warmup "
+                               "steps)" if free else "")
+    print(f"{cfg.dataset} / {cfg.model}: {cfg.steps} steps of batch {cfg.batch_size}, {schedule}, "
           f"{args.seeds} seed(s){', lrs from a validation sweep' if args.sweep else ''}")
     print(format_table(result["table"]))
     print(f"wrote {', '.join(map(str, result['files']))}")

@@ -17,7 +17,7 @@ from pathlib import Path
 # Nothing here imports torch: the command line checks a config before it loads torch or data.
 from .names import AUGMENTS, DATASETS, OPTIONS, TEXT_MODELS, is_text, valid_spec
 from .names import MODEL_NAMES as MODELS
-from .optimizers import OptimizerError, check_known, resolve_hparams
+from .optimizers import OptimizerError, check_known, is_schedule_free, resolve_hparams
 from .schedules import SCHEDULES
 
 if sys.version_info >= (3, 11):
@@ -194,6 +194,8 @@ class Config:
         return dataclasses.replace(
             cfg, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"],
             steps=steps, epochs=round(steps / spe, 4),
+            # schedule-free: a constant lr; --warmup becomes the optimizer's own warmup_steps (loop.py)
+            schedule="constant" if is_schedule_free(self.optimizer) else self.schedule,
             label_smoothing=(self.label_smoothing if self.label_smoothing is not None
                              else d.get("label_smoothing", DEFAULT_LABEL_SMOOTHING)),
             target_accuracy=self.target_accuracy if self.target_accuracy is not None else d.get("target_accuracy"),

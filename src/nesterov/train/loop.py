@@ -39,9 +39,10 @@ from .config import Config
 from .device import autocast_for, no_sync, resolve_device, wrap
 from .evaluation import evaluate
 from .interrupt import Interrupt
-from .optimizers import make_optimizer
+from .optimizers import is_schedule_free, make_optimizer
 from .report import epochs_text
 from .rundir import METRIC_COLUMNS
+from .schedule_free import BN_BATCHES, to_x
 from .schedules import Schedule
 
 # evaluate, resolve_device, METRIC_COLUMNS and epochs_text live elsewhere; they stay importable from here
@@ -120,7 +121,9 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
     if device.type == "cuda" and len(in_shape or ()) == 3:
         model = model.to(memory_format=torch.channels_last)
     net = wrap(model, cfg, dist, device)
-    opt, _ = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    schedule_free = is_schedule_free(cfg.optimizer)  # its own warmup; evaluated and checkpointed at x
+    opt, _ = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.momentum, cfg.weight_decay,
+                            warmup_steps=int(cfg.warmup * cfg.steps))  # the warmup Schedule's length
     sched = torch.optim.lr_scheduler.LambdaLR(opt, Schedule(cfg.schedule, cfg.steps, cfg.warmup))
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     autocast = autocast_for(device, cfg.precision)
@@ -151,6 +154,9 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
         log("model  torch.compile: the first steps compile the model (tens of seconds on a CPU; cached on disk for "
             "the next run)")
 
+    def bn_inputs(step):  # the last BN_BATCHES training batches, to recompute BatchNorm statistics at x
+        return (batches.step(s)[0] for s in range(max(0, step - BN_BATCHES), step))
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -165,6 +171,8 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
     step = state["step"]
     status, exit_code, message = "completed", 0, ""
     net.train()
+    if schedule_free:
+        opt.train()  # a checkpoint holds x (eval mode): back to y, as the uninterrupted run did after writing it
     t0 = time.perf_counter() - state["seconds"]
     step0, el0 = step, state["seconds"]  # throughput counts this process's steps only
     ddp = dist.world > 1 and not cfg.fsdp
@@ -217,6 +225,8 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
                 dist.all_sum(sums)
                 train_loss, train_acc = (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
                 sums.zero_()
+                if schedule_free:
+                    to_x(opt, model, bn_inputs(step), autocast)
                 test_loss, test_acc = batches.evaluate(net, autocast)
                 if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
                     raise TrainingDiverged(
@@ -242,6 +252,8 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
                 state["step"], state["seconds"] = step, seconds
                 if out is not None:
                     rundir.checkpoint(out, dist, cfg, model, opt, sched, scaler, state, row, improved)
+                if schedule_free:
+                    opt.train()
             # Ctrl-C is acted on here, between two whole steps, where a checkpoint is exact (Interrupt).
             if stop.requested and step < cfg.steps:
                 boundary = True
@@ -256,7 +268,11 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
             bar.close()
         if boundary and out is not None and step > state["step"]:  # a whole step: checkpoint exactly here
             state.update(step=step, seconds=round(time.perf_counter() - t0, 4), partial=sums.tolist())
-            rundir.checkpoint(out, dist, cfg, model, opt, sched, scaler, state, None, False)
+            extra = None
+            if schedule_free:  # the checkpoint holds x; the resumed run goes on from y exactly (schedule_free.py)
+                extra = {"train_model": {k: v.clone() for k, v in model.state_dict().items()}}
+                to_x(opt, model, bn_inputs(step), autocast)
+            rundir.checkpoint(out, dist, cfg, model, opt, sched, scaler, state, None, False, extra=extra)
             state.pop("partial")
         if out is None:
             where = ""

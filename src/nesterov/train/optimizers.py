@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the table and the name checks stay importable without torch (the CLI checks flags first)
     from torch import nn
 
-__all__ = ["OPTIMIZERS", "OptimizerError", "available", "check_known", "make_optimizer", "resolve_hparams"]
+__all__ = ["OPTIMIZERS", "OptimizerError", "available", "check_known", "is_schedule_free", "make_optimizer",
+           "resolve_hparams"]
 
 
 class OptimizerError(ValueError):
@@ -32,6 +33,7 @@ class Spec:
     momentum: float | None  # SGD momentum or Adam beta1; None if the optimizer has neither
     extra: tuple = ()  # fixed constructor kwargs, as (key, value) pairs
     library: bool = True  # False for the torch baselines
+    schedule_free: bool = False  # no lr schedule, its own warmup_steps; evaluated at x (train/schedule_free.py)
 
 
 # Default lrs: the best of a sweep (x3 steps) by validation accuracy on MNIST-1D, cnn1d, batch 128, 6 epochs of
@@ -47,6 +49,10 @@ OPTIMIZERS: dict[str, Spec] = {
     "torch-adamw": Spec("torch.optim:AdamW", lr=1e-2, weight_decay=1e-2, momentum=0.9, library=False),
     "torch-nadam": Spec("torch.optim:NAdam", lr=1e-2, weight_decay=1e-2, momentum=0.9,
                         extra=(("decoupled_weight_decay", True),), library=False),
+    # schedule-free: a constant lr after the optimizer's own warmup; lrs from `nesterov compare --optimizers
+    # sf-sgd,sf-adamw --sweep` on the MNIST-1D default (docs/training.md, "Schedule-free")
+    "sf-sgd": Spec("nesterov:ScheduleFreeSGD", lr=0.3, weight_decay=5e-4, momentum=0.9, schedule_free=True),
+    "sf-adamw": Spec("nesterov:ScheduleFreeAdamW", lr=1e-2, weight_decay=1e-2, momentum=0.9, schedule_free=True),
 }
 
 
@@ -117,8 +123,16 @@ def _param_groups(name: str, model: nn.Module, weight_decay: float) -> list[dict
     return groups
 
 
-def make_optimizer(name: str, model: nn.Module, lr=None, momentum=None, weight_decay=None):
-    """Build optimizer ``name`` for ``model``; returns ``(optimizer, resolved hyperparameters)``."""
+def is_schedule_free(name: str) -> bool:
+    """Whether ``name`` is a schedule-free optimizer (its own warmup, no lr schedule, evaluated at x)."""
+    return name in OPTIMIZERS and OPTIMIZERS[name].schedule_free
+
+
+def make_optimizer(name: str, model: nn.Module, lr=None, momentum=None, weight_decay=None, warmup_steps=0):
+    """Build optimizer ``name`` for ``model``; returns ``(optimizer, resolved hyperparameters)``.
+
+    ``warmup_steps``: the linear warmup of a schedule-free optimizer (the others warm up through their schedule).
+    """
     cls = _check_name(name)
     spec = OPTIMIZERS[name]
     hp = resolve_hparams(name, lr, momentum, weight_decay)
@@ -141,6 +155,8 @@ def make_optimizer(name: str, model: nn.Module, lr=None, momentum=None, weight_d
             kwargs["betas"] = (m,) + betas[1:]
         elif momentum is not None:
             raise OptimizerError(f"optimizer {name!r} takes no momentum; leave --momentum unset")
+    if spec.schedule_free:
+        kwargs["warmup_steps"] = int(warmup_steps)
     if spec.library and "nesterov" in params:  # e.g. LARS: the Nesterov variant is the point of this library
         kwargs.setdefault("nesterov", True)
     groups = _param_groups(name, model, hp["weight_decay"])

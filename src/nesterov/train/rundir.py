@@ -71,6 +71,9 @@ def restore(out: Path, cfg: Config, device, model, opt, sched, scaler) -> dict |
             raise ValueError(f"--fsdp: {last} was saved without --fsdp; resume it without --fsdp")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        if "train_model" in ck:  # schedule-free, written between evaluations: back to y and its BatchNorm buffers
+            opt.train()
+            model.load_state_dict(ck["train_model"])
     sched.load_state_dict(ck["scheduler"])
     if scaler is not None and ck.get("scaler"):
         scaler.load_state_dict(ck["scaler"])
@@ -88,11 +91,12 @@ def start(out: Path, cfg: Config, history: list[dict], data, text: bool) -> None
              "train_bytes": len(data.train), "val_bytes": len(data.val)}, indent=2) + "\n")
 
 
-def checkpoint(out: Path, dist: D.Dist, cfg: Config, model, opt, sched, scaler, state, row, improved) -> None:
+def checkpoint(out: Path, dist: D.Dist, cfg: Config, model, opt, sched, scaler, state, row, improved,
+               extra: dict | None = None) -> None:
     """Append the metrics row (``row=None``: none, a checkpoint between evaluations) and write ``last.pt`` (and
-    ``best.pt``) atomically; rank 0 writes files."""
+    ``best.pt``) atomically; rank 0 writes files.  ``extra``: more entries for the checkpoint."""
     common = {"scheduler": sched.state_dict(), "rng": rng_state(), "state": dict(state), "config": cfg.to_dict(),
-              "metrics": row, "scaler": scaler.state_dict() if scaler is not None else None}
+              "metrics": row, "scaler": scaler.state_dict() if scaler is not None else None, **(extra or {})}
     if cfg.fsdp:
         name = f"dcp-{state['step']}"
         _save_dcp(model, opt, out / name)  # collective: every rank writes its shards
