@@ -14,7 +14,9 @@ How a step runs (the math is :mod:`nesterov.rules.muon`, stated once):
    matrices (bf16 state widened and rounded back stochastically);
 3. the Nesterov directions are gathered by wide shape and Newton–Schulz runs once per shape on the
    stack (:func:`~nesterov.engine.matrices.batched_apply`), in ``ns_dtype``; under FSDP2 each matrix is
-   orthogonalised once, on an owner rank (:func:`~nesterov.engine.matrices.sharded_apply`);
+   orthogonalised once, on an owner rank (:func:`~nesterov.engine.matrices.sharded_apply`); with a
+   ``process_group`` (DDP) each rank orthogonalises its share and the ranks exchange the results
+   (:func:`~nesterov.engine.matrices.replicated_apply`);
 4. each matrix takes its step ``p ← p·(1 − ηλ) − η'·O``.
 """
 
@@ -24,9 +26,10 @@ import warnings
 from functools import partial
 
 import torch
+import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
-from nesterov.engine.matrices import batched_apply, full_tensor, row_sharded, shard_like, sharded_apply
+from nesterov.engine.matrices import full_tensor, replicated_apply, row_sharded, shard_like, sharded_apply
 from nesterov.engine.precision import mix_seed, round_to
 from nesterov.optim.base import RuleOptimizer
 from nesterov.optim.nag import check_nag
@@ -98,6 +101,13 @@ class Muon(RuleOptimizer):
             lr 2e-3, betas (0.9, 0.999), eps 1e-8, no weight decay).
         ns_dtype: dtype of the Newton–Schulz products; ``None`` picks per device
             (:func:`nesterov.rules.muon.default_ns_dtype`).
+        process_group: ``None`` (default: every rank orthogonalises every matrix it holds), or the
+            ``torch.distributed`` group over which the matrices are replicated (DDP: ``dist.group.WORLD``, or
+            the group DDP was given): each rank then orthogonalises a share balanced by cost and the ranks
+            exchange the results, so every matrix is orthogonalised once and all ranks end bit-identical.
+            Every rank of the group must step the same parameters. FSDP2's row-sharded parameters keep their
+            owner-rank scheme whatever this is; the ``eager`` backend orthogonalises every matrix on every
+            rank. Not saved by pickling (a copy steps without it).
         backend: ``"auto"`` (default), ``"foreach"`` and ``"compile"`` run the batched step (the auxiliary
             rule gets the same backend); ``"eager"`` runs :func:`nesterov.rules.muon.update` matrix by matrix.
         state_dtype: dtype of every state buffer (``None``: the parameter's); ``torch.bfloat16`` halves
@@ -109,13 +119,18 @@ class Muon(RuleOptimizer):
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
                  ns_steps: int = R.NS_STEPS, ns_coefficients=R.NS_COEFFICIENTS, eps: float = R.EPS,
                  weight_decay: float = 0.0, adjust_lr_fn: str | None = None, *, aux="nadamw",
-                 aux_defaults: dict | None = None, ns_dtype: torch.dtype | None = None, backend: str = "auto", state_dtype: torch.dtype | None = None):
+                 aux_defaults: dict | None = None, ns_dtype: torch.dtype | None = None, backend: str = "auto", state_dtype: torch.dtype | None = None,
+                 process_group=None):
         if ns_dtype not in NS_DTYPES:
             raise ValueError(f"ns_dtype must be one of {dtype_names(NS_DTYPES)}; got {ns_dtype!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS} for Muon, got {backend!r}")
         if aux is not None and aux not in AUX:
             raise ValueError(f"aux must be one of {tuple(AUX)} or None; got {aux!r}")
+        if process_group is not None and not (dist.is_available() and isinstance(process_group, dist.ProcessGroup)):
+            raise TypeError("process_group must be a torch.distributed.ProcessGroup (e.g. torch.distributed.group.WORLD "
+                            f"under DDP) or None; got {type(process_group).__name__}")
+        self.process_group = process_group
         self.aux = aux
         self.aux_defaults = {**AUX[aux][1], **(aux_defaults or {})} if aux is not None else {}
         if aux is not None:
@@ -275,12 +290,14 @@ class Muon(RuleOptimizer):
                 directions[j] = u.reshape(-1, R.matrix_shape(p.shape)[1])
             else:  # a plain tensor, or any other DTensor layout: the whole matrix on every rank
                 directions[j] = R.as_matrix(full_tensor(u))
-            by_mesh.setdefault((p.device_mesh if row_sharded(p) else None, self._ns_dtype(p)), []).append(j)
+            mesh = p.device_mesh if row_sharded(p) else None
+            by_mesh.setdefault((mesh, self._ns_dtype(p), isinstance(p, DTensor)), []).append(j)
         fn = partial(R.newton_schulz, **ns)
         updates = [None] * len(params)
-        for (mesh, dtype), js in by_mesh.items():
-            if mesh is None:
-                outs = batched_apply(fn, [directions[j] for j in js], dtype=dtype)
+        for (mesh, dtype, dtensor), js in by_mesh.items():
+            if mesh is None:  # whole matrices; plain tensors split over process_group (DDP replicas)
+                replicas = None if dtensor else self.__dict__.get("process_group")
+                outs = replicated_apply(fn, [directions[j] for j in js], replicas, dtype=dtype)
             else:
                 shapes = [R.matrix_shape(params[j].shape) for j in js]
                 outs = sharded_apply(fn, [directions[j] for j in js], shapes, mesh.get_group(), dtype=dtype)
