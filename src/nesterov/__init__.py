@@ -13,6 +13,8 @@ _EXPORTS = {
     "NAdamW": "nesterov.optim.nadamw",
     "Adan": "nesterov.optim.adan",
     "Muon": "nesterov.optim.muon",
+    "muon_param_groups": "nesterov.optim.muon_routing",
+    "muon_routes": "nesterov.optim.muon_routing",
     "LARS": "nesterov.optim.lars",
     "LAMB": "nesterov.optim.lamb",
     "minimize": "nesterov.solve",

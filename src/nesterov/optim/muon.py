@@ -5,7 +5,8 @@ conv kernels flattened to ``(out, in·kh·kw)``) to Muon and everything else to 
 the same optimizer, NAdamW by default: biases and norm scales (fewer than two dimensions), tensors of three
 or more dimensions with a leading 1 (``(1, 1, D)`` class tokens, ``(1, N, D)`` position embeddings),
 and — when given as ``model.named_parameters()`` — embeddings and output heads by name (see
-:data:`AUX_NAME_PARTS`). A group with ``use_muon=False`` sends all its parameters to the auxiliary rule.
+:func:`aux_by_name`; :func:`nesterov.muon_param_groups` routes by module type instead). A group with
+``use_muon=False`` sends all its parameters to the auxiliary rule.
 
 How a step runs (the math is :mod:`nesterov.rules.muon`, stated once):
 
@@ -22,6 +23,7 @@ How a step runs (the math is :mod:`nesterov.rules.muon`, stated once):
 
 from __future__ import annotations
 
+import re
 import warnings
 from functools import partial
 
@@ -41,8 +43,9 @@ from nesterov.rules.nag import NAG_RULE
 NS_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
 BACKENDS = ("auto", "compile", "foreach", "eager")
 
-# Parameter-name fragments of matrices that Muon should not orthogonalise (embeddings, output heads).
-AUX_NAME_PARTS = ("embed", "wte", "wpe", "lm_head", "head", "classifier")
+# The words that mark a matrix Muon should not orthogonalise (embeddings, output heads) in a parameter's name:
+# see aux_by_name.
+AUX_NAME_PARTS = ("embed", "unembed", "wte", "wpe", "lm_head", "head", "classifier")
 
 
 def _check_nadamw(group: dict, where: str) -> None:
@@ -60,13 +63,21 @@ AUX = {
 }
 
 
+def aux_by_name(name: str) -> bool:
+    """Whether a parameter's name marks an embedding or an output head: one of its words — the lower-cased
+    name split at dots and underscores — begins with one of :data:`AUX_NAME_PARTS`. So ``lm_head.weight``,
+    ``embed_tokens.weight``, ``tok_embeddings.weight``, ``pos_embed`` and ``heads.0.weight`` match, and
+    ``multihead_attn.in_proj_weight`` (a word that only contains ``head``) does not."""
+    return any(word.startswith(part) for word in re.split(r"[._]", name.lower()) for part in AUX_NAME_PARTS)
+
+
 def is_hidden_matrix(p: torch.Tensor, name: str | None = None) -> bool:
     """Whether ``Muon(params)`` orthogonalises ``p``: two or more dimensions but not a stack of vectors
     (three or more with a leading 1: class tokens, position embeddings), and a name (when there is one)
-    that is not an embedding's or an output head's."""
+    that is not an embedding's or an output head's (:func:`aux_by_name`)."""
     if p.dim() < 2 or (p.dim() > 2 and p.shape[0] == 1):
         return False
-    return name is None or not any(part in name.lower() for part in AUX_NAME_PARTS)
+    return name is None or not aux_by_name(name)
 
 
 def _split(entry):

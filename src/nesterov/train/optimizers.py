@@ -4,7 +4,7 @@ Library optimizers (``nesterov.NAG``, ``nesterov.NAdamW``, ...) are listed when 
 (heavy-ball momentum), ``torch-adamw`` and ``torch-nadam`` are torch's, kept as baselines.  Weight decay is
 applied to weight matrices, conv kernels and embeddings (parameters with ``ndim >= 2``), never to biases or norms;
 with Muon, hidden matrices and conv kernels go to Newton-Schulz and embeddings, the output head, biases and norms
-to its auxiliary rule (``use_muon=False``), see :func:`nesterov.models.param_roles`.
+to its auxiliary rule (``use_muon=False``), see :func:`nesterov.muon_param_groups`.
 """
 
 from __future__ import annotations
@@ -101,19 +101,16 @@ MUON_AUX_LR = 3e-3
 
 def _param_groups(name: str, model: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and norms; with Muon, embeddings, the head and vectors go to the aux rule."""
-    from ..models import param_roles
-
-    r = param_roles(model)
     if name == "muon":
-        groups = [{"params": r["matrix"], "weight_decay": weight_decay}] if r["matrix"] else []
-        rest = r["embed"] + r["vector"]
-        if rest:
-            groups.append({"params": rest, "use_muon": False, "lr": MUON_AUX_LR, "weight_decay": 0.0})
-        return groups
-    decay = r["matrix"] + r["embed"]
+        from ..optim.muon_routing import muon_param_groups
+
+        return muon_param_groups(model, weight_decay=weight_decay, aux_lr=MUON_AUX_LR, aux_weight_decay=0.0)
+    trainable = {id(p): p for p in model.parameters() if p.requires_grad}.values()  # tied ones once
+    decay = [p for p in trainable if p.ndim >= 2]
     groups = [{"params": decay, "weight_decay": weight_decay}] if decay else []
-    if r["vector"]:
-        groups.append({"params": r["vector"], "weight_decay": 0.0})
+    vectors = [p for p in trainable if p.ndim < 2]
+    if vectors:
+        groups.append({"params": vectors, "weight_decay": 0.0})
     return groups
 
 
