@@ -13,6 +13,7 @@ _EXPORTS = {
     "NAdamW": "nesterov.optim.nadamw",
     "Adan": "nesterov.optim.adan",
     "Muon": "nesterov.optim.muon",
+    "NorMuon": "nesterov.optim.normuon",
     "LARS": "nesterov.optim.lars",
     "LAMB": "nesterov.optim.lamb",
     "minimize": "nesterov.solve",
