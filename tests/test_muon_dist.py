@@ -89,7 +89,7 @@ def _net(dtype):
         torch.nn.Linear(12, 20), torch.nn.Tanh(), torch.nn.Linear(20, 4)).to(dtype)
 
 
-def _muon_ddp_work(rank: int, world: int, dtype: torch.dtype, state_dtype) -> dict:
+def _muon_ddp_work(rank: int, world: int, dtype: torch.dtype, state_dtype, name: str, options: dict) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     counted = []
@@ -100,9 +100,10 @@ def _muon_ddp_work(rank: int, world: int, dtype: torch.dtype, state_dtype) -> di
         return newton_schulz(G, **kwargs)
 
     split, single = DDP(_net(dtype)), _net(dtype)
-    opts = [nesterov.Muon(split.parameters(), lr=0.05, weight_decay=0.01, state_dtype=state_dtype,
-                          process_group=dist.group.WORLD),
-            nesterov.Muon(single.parameters(), lr=0.05, weight_decay=0.01, state_dtype=state_dtype)]
+    cls = getattr(nesterov, name)
+    opts = [cls(split.parameters(), lr=0.05, weight_decay=0.01, state_dtype=state_dtype, **options,
+                process_group=dist.group.WORLD),
+            cls(single.parameters(), lr=0.05, weight_decay=0.01, state_dtype=state_dtype, **options)]
     gen = torch.Generator().manual_seed(100 + rank)  # each rank its own data: DDP averages the gradients
     R.newton_schulz = counting_newton_schulz
     try:
@@ -120,16 +121,21 @@ def _muon_ddp_work(rank: int, world: int, dtype: torch.dtype, state_dtype) -> di
         R.newton_schulz = newton_schulz
     return {"params": [p.detach().clone() for p in split.parameters()],
             "single": [p.detach().clone() for p in single.parameters()],
-            "buffers": [opts[0].state[p]["momentum_buffer"].clone() for p in split.parameters() if p.dim() >= 2],
+            "buffers": [t.clone() for p in split.parameters() if p.dim() >= 2 for t in opts[0].state[p].values()],
             "matrices": split_count}
 
 
-@pytest.mark.parametrize("dtype,state_dtype,tol", [(torch.float64, None, 1e-12), (torch.float32, torch.bfloat16, 1e-6)])
-def test_muon_with_a_process_group_splits_the_work_and_equals_one_process(tmp_path, dtype, state_dtype, tol):
+@pytest.mark.parametrize("name,options,dtype,state_dtype,tol", [
+    ("Muon", {}, torch.float64, None, 1e-12),
+    ("NorMuon", {"ns_coefficients": "polar_express", "ns_method": "gram", "cautious_weight_decay": True},
+     torch.float64, None, 1e-12),
+    ("Muon", {}, torch.float32, torch.bfloat16, 1e-6)])
+def test_muon_with_a_process_group_splits_the_work_and_equals_one_process(tmp_path, name, options, dtype, state_dtype,
+                                                                         tol):
     """DDP on two gloo ranks, each with its own batches: 5 matrices (a conv kernel, a tall and a wide one among
     them) orthogonalised once in all, the ranks bit-identical, and equal to one process given the same
     (averaged) gradients."""
-    results = on_two_ranks(_muon_ddp_work, tmp_path, dtype, state_dtype)
+    results = on_two_ranks(_muon_ddp_work, tmp_path, dtype, state_dtype, name, options)
     assert sorted(r["matrices"] for r in results) == [2, 3]
     for a, b in zip(results[0]["params"] + results[0]["buffers"], results[1]["params"] + results[1]["buffers"]):
         assert torch.equal(a, b)

@@ -15,6 +15,7 @@ _EXPORTS = {
     "Muon": "nesterov.optim.muon",
     "muon_param_groups": "nesterov.optim.muon_routing",
     "muon_routes": "nesterov.optim.muon_routing",
+    "NorMuon": "nesterov.optim.normuon",
     "LARS": "nesterov.optim.lars",
     "LAMB": "nesterov.optim.lamb",
     "minimize": "nesterov.solve",
