@@ -143,3 +143,17 @@ def test_muon_with_a_process_group_splits_the_work_and_equals_one_process(tmp_pa
     assert moved > 1e-2
     diff = max((p - q).abs().max().item() for p, q in zip(results[0]["params"], results[0]["single"]))
     assert diff <= tol, diff
+
+
+def test_bench_muon_dist_runs_its_own_gloo_group(capsys):
+    from nesterov.bench.muon_dist import main
+
+    assert main(["--blocks", "1", "--width", "32", "--repeats", "1", "--warmup", "0", "--dtype", "float64",
+                 "--json"]) == 0
+    import json
+
+    r = json.loads(capsys.readouterr().out)
+    assert r["identical"] and r["diff"] <= 1e-12 and r["matrices"] == 4 and r["ns_dtype"] == "float64"
+    assert r["ratio"] > 0 and 0 < r["parallel"]
+    with pytest.raises(SystemExit, match="--ranks must be an integer >= 2; got 1"):
+        main(["--ranks", "1"])

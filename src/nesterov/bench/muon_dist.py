@@ -5,7 +5,9 @@ same matrices and gradients (what DDP leaves after averaging) and times, round a
 ``Muon(..., process_group=WORLD)`` on all ranks (each orthogonalises its share, then the ranks exchange the
 results) and, while the other ranks wait, the step of a plain ``Muon`` on rank 0 alone. A split step's time
 is the slowest rank's. It prints the medians, their ratio, whether the ranks ended bit-identical, and the
-largest difference between the split optimizer's parameters and the one-process optimizer's.
+largest difference between the split optimizer's parameters and the one-process optimizer's. Each round
+also times the same batched products on rank 0 alone and on every rank at once: on a machine whose cores
+are busy with other work, N ranks get less than N cores, and that figure says how much they got.
 """
 
 from __future__ import annotations
@@ -57,6 +59,23 @@ def _digest(tensors) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+def _probe(x: torch.Tensor, rank: int, dist) -> tuple[float, float]:
+    """Seconds of a few batched products ``x·xᵀ·x`` on rank 0 alone, and the slowest rank's with every rank
+    running them at once: how much parallel compute the machine gives the ranks at this moment."""
+    def products() -> float:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            x.matmul(x.mT).matmul(x)
+        return time.perf_counter() - t0
+
+    dist.barrier()
+    alone = products() if rank == 0 else 0.0
+    dist.barrier()
+    slowest = torch.tensor([products()], dtype=torch.float64)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    return alone, slowest.item()
+
+
 def _rank_main(rank: int, args, init_file: str, results) -> None:
     import torch.distributed as dist
 
@@ -78,8 +97,10 @@ def _rank_main(rank: int, args, init_file: str, results) -> None:
         hp = dict(lr=0.02, momentum=0.95, ns_dtype=NS_DTYPES[args.ns_dtype])
         split_opt = Muon(split, **hp, process_group=dist.group.WORLD)
         single_opt = Muon(single, **hp)
-        times = {"one process": [], f"{args.ranks} ranks": []}
+        probe = torch.randn(4, args.width, 4 * args.width, generator=gen).to(split_opt._ns_dtype(split[0]))
+        times = {"one process": [], f"{args.ranks} ranks": [], "probe alone": [], "probe together": []}
         for round_ in range(args.warmup + args.repeats):
+            alone, together = _probe(probe, rank, dist)
             dist.barrier()
             if rank == 0:
                 t0 = time.perf_counter()
@@ -93,6 +114,8 @@ def _rank_main(rank: int, args, init_file: str, results) -> None:
             if rank == 0 and round_ >= args.warmup:
                 times["one process"].append(elapsed)
                 times[f"{args.ranks} ranks"].append(slowest.item())
+                times["probe alone"].append(alone)
+                times["probe together"].append(together)
         digests = [torch.zeros(1, dtype=torch.int64) for _ in range(args.ranks)]
         dist.all_gather(digests, torch.tensor([_digest(split)], dtype=torch.int64))
         if rank == 0:
@@ -117,7 +140,9 @@ def run(args) -> dict:
     result = results.get()
     medians = {name: statistics.median(ts) for name, ts in result["times"].items()}
     one, split = medians["one process"], medians[f"{args.ranks} ranks"]
-    return {**result, "medians_s": medians, "ratio": split / one, "ranks": args.ranks, "blocks": args.blocks,
+    parallel = args.ranks * statistics.median(a / b for a, b in zip(result["times"]["probe alone"],
+                                                                    result["times"]["probe together"]))
+    return {**result, "medians_s": medians, "ratio": split / one, "parallel": parallel, "ranks": args.ranks, "blocks": args.blocks,
             "width": args.width, "dtype": args.dtype, "repeats": args.repeats, "torch": torch.__version__}
 
 
@@ -132,9 +157,12 @@ def main(argv: list[str]) -> int:
     print(f"Muon step · {r['matrices']} matrices of a {r['blocks']}-block d={r['width']} transformer · "
           f"{r['dtype']} params, Newton–Schulz in {r['ns_dtype']} · {r['threads']} thread(s) per process · "
           f"torch {r['torch']} · median of {r['repeats']}\n")
-    for name, seconds in r["medians_s"].items():
-        print(f"{name:>12s}  {seconds * 1e3:9.1f} ms")
+    for name in ("one process", f"{r['ranks']} ranks"):
+        print(f"{name:>12s}  {r['medians_s'][name] * 1e3:9.1f} ms")
     print(f"\n{r['ranks']} ranks / one process: {r['ratio']:.2f}")
+    print(f"parallel compute the machine gave the {r['ranks']} ranks: {r['parallel']:.2f} of {r['ranks']} "
+          f"(the same products on every rank at once against one alone; the ratio's floor is about "
+          f"{1 / r['parallel']:.2f})")
     print(f"ranks bit-identical: {'yes' if r['identical'] else 'NO'}; "
           f"max |split − one process| = {r['diff']:.3g}")
     return 0
