@@ -62,13 +62,21 @@ def _group_work(rank: int, world: int) -> dict:
     model = DDP(_mlp())
     opt, _ = T.make_optimizer("normuon", model.module, **T.muon_options("normuon", "polar_express", None,
                                                                         current.replica_group(fsdp=False)))
+    import copy
+    import pickle
+
+    model(torch.randn(4, 8)).square().sum().backward()
+    opt.step()
+    copies = [copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))]  # a copy steps without the group
     return {"ddp": current.replica_group(fsdp=False) is dist.group.WORLD, "fsdp": current.replica_group(fsdp=True),
-            "muon": opt.process_group is dist.group.WORLD}
+            "muon": opt.process_group is dist.group.WORLD,
+            "copies": [getattr(c, "process_group", None) is None and len(c.state) == len(opt.state) for c in copies]}
 
 
 def test_ddp_hands_its_group_to_muon_and_fsdp_does_not(tmp_path):
+    """And Muon with a group deep-copies and pickles: the copy has no group (a group does not pickle)."""
     for r in on_two_ranks(_group_work, tmp_path):
-        assert r == {"ddp": True, "fsdp": None, "muon": True}
+        assert r == {"ddp": True, "fsdp": None, "muon": True, "copies": [True, True]}
 
 
 def _train(nproc: int, out, *args):
