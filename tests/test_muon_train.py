@@ -70,7 +70,7 @@ def _group_work(rank: int, world: int) -> dict:
     copies = [copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))]  # a copy steps without the group
     return {"ddp": current.replica_group(fsdp=False) is dist.group.WORLD, "fsdp": current.replica_group(fsdp=True),
             "muon": opt.process_group is dist.group.WORLD,
-            "copies": [getattr(c, "process_group", None) is None and len(c.state) == len(opt.state) for c in copies]}
+            "copies": [c.process_group is None and len(c.state) == len(opt.state) for c in copies]}
 
 
 def test_ddp_hands_its_group_to_muon_and_fsdp_does_not(tmp_path):

@@ -216,7 +216,8 @@ class Muon(RuleOptimizer):
 
     def __getstate__(self):
         return {**super().__getstate__(), "aux": self.aux, "aux_defaults": self.aux_defaults,
-                "ns_dtype": self.ns_dtype}
+                "ns_dtype": self.ns_dtype,
+                "process_group": None}  # a group does not pickle: a copy orthogonalises every matrix itself
 
     def group_defaults(self, group: dict) -> dict:
         if group.get("use_muon", True):
