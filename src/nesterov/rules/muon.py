@@ -27,8 +27,8 @@ Gram Newton–Schulz (``method="gram"``; Zhang, Amsel, Chen & Dao 2026) computes
 the small Gram matrix: each step is X ← P_t·X with P_t = a_t·I + b_t·R + c_t·R², R = X Xᵀ, and since every
 P_t is a polynomial in R₀ they commute, so it keeps R ← P_t·R·P_t and Q ← P_t·Q and forms X = Q·X₀ once at
 the end: ~4m³ per step on an m×n (m ≤ n) matrix instead of 2m²n + m³. In 16-bit dtypes rounding gives R
-spurious negative eigenvalues that the polynomial then amplifies, so there it restarts before step
-:data:`GRAM_RESTARTS` (X ← Q·X, R ← X Xᵀ, Q ← I) as the paper does.
+spurious negative eigenvalues that the polynomial then amplifies, so there it restarts (X ← Q·X, R ← X Xᵀ,
+Q ← I) before the steps :data:`GRAM_RESTARTS` names: fp16 at step 2 as the paper does, bf16 at 2 and 4.
 
 This module is the readable statement (``backend="eager"`` runs :func:`update` matrix by matrix). The
 batched step (:mod:`nesterov.optim.muon`) restates :func:`nesterov_momentum` as foreach lerps over the
@@ -58,7 +58,10 @@ NS_COEFFICIENT_SETS = {"jordan": JORDAN, "polar_express": POLAR_EXPRESS}
 NS_COEFFICIENTS = JORDAN  # the default; a triple (not its name), so torch.optim.Muon loads our state_dict
 NS_STEPS = 5
 NS_METHODS = ("standard", "gram", "auto")
-GRAM_RESTARTS = (2,)  # 0-based steps before which 16-bit Gram Newton–Schulz rebuilds X and R
+# 0-based steps before which Gram Newton–Schulz rebuilds X ← Q·X and R ← X Xᵀ, per dtype: fp16 at the
+# paper's step; bf16 (3 fewer mantissa bits) needs a second restart to stay within the standard iteration's
+# singular-value spread (measured: `python -m nesterov.bench.muon orthogonality`); fp32/fp64 need none.
+GRAM_RESTARTS = {torch.float16: (2,), torch.bfloat16: (2, 4)}
 EPS = 1e-7
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
@@ -127,10 +130,15 @@ def normalise(X: torch.Tensor, coefficients, eps: float) -> torch.Tensor:
     return X / norm.clamp(min=eps)
 
 
-def gram_pays(rows: int, cols: int) -> bool:
+def gram_pays(rows: int, cols: int, dtype: torch.dtype) -> bool:
     """``method="auto"``: whether Gram Newton–Schulz is the faster one for a ``rows × cols`` matrix
-    (``rows ≤ cols``): it saves 2·rows²·cols − 3·rows³ per step, so it pays on rectangular matrices."""
-    return cols >= 2 * rows
+    (``rows ≤ cols``) in ``dtype``. Per step it saves 2·rows²·cols − 3·rows³, and each restart costs
+    2·rows²·cols: measured on 512-row matrices (2 threads, `python -m nesterov.bench.muon ns`) it is
+    0.5–0.8 × the standard iteration in fp32 from cols = 2·rows up and 1.3–1.4 × on square ones; in bf16
+    its two restarts eat the saving, so bf16 keeps the standard iteration."""
+    if dtype == torch.bfloat16:
+        return False
+    return cols >= (4 if dtype == torch.float16 else 2) * rows
 
 
 def _mul_add(input: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *, beta: float = 1.0,
@@ -150,7 +158,7 @@ def _standard_iteration(X: torch.Tensor, schedule) -> torch.Tensor:
 
 
 def _gram_iteration(X: torch.Tensor, schedule) -> torch.Tensor:
-    restarts = GRAM_RESTARTS if X.element_size() <= 2 else ()
+    restarts = GRAM_RESTARTS.get(X.dtype, ())
     R = X @ X.mT
     Q = None  # the product of the P_t so far (None: the identity)
     for t, (a, b, c) in enumerate(schedule):
@@ -183,7 +191,7 @@ def newton_schulz(G: torch.Tensor, *, steps: int = NS_STEPS, coefficients=NS_COE
     X = G.mT if tall else G
     X = normalise(X, coefficients, eps)
     if method == "auto":
-        method = "gram" if gram_pays(X.size(-2), X.size(-1)) else "standard"
+        method = "gram" if gram_pays(X.size(-2), X.size(-1), X.dtype) else "standard"
     if method == "gram":
         X = _gram_iteration(X, schedule)
     elif method == "standard":
