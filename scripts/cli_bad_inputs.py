@@ -74,6 +74,9 @@ CASES = [
     Case(("--grad-accum", "0"), "--grad-accum"),
     Case(("--clip-grad", "-1"), "--clip-grad"),
     Case(("--learning-rate", "0.1"), "--learning-rate"),
+    Case(("--optimizer", "muon", "--ns", "newton"), "--ns"),
+    Case(("--ns", "polar_express"), "--ns"),
+    Case(("--optimizer", "normuon", "--ns-method", "fast"), "--ns-method"),
     # devices
     Case(("--device", "tpu"), "--device"),
     Case(("--device", "cuda"), "--device", cpu_only=True),
@@ -110,6 +113,7 @@ CASES = [
     Case(("compare", "--seed", "-1"), "--seed"),
     Case(("compare", "--lr", "nag"), "--lr"),
     Case(("compare", "--optimizers", "nag", "--lr", "sgd=0.1"), "--lr"),
+    Case(("compare", "--optimizers", "nag,nadamw", "--ns", "polar_express"), "--ns"),
     # commands
     Case(("frobnicate",), "frobnicate"),
     Case(("bench",), "bench"),

@@ -11,7 +11,7 @@ import torch
 
 import nesterov
 
-OPTIMIZERS = ("NAG", "NAdamW", "Adan", "LARS", "LAMB", "Muon", "ScheduleFreeSGD", "ScheduleFreeAdamW")
+OPTIMIZERS = ("NAG", "NAdamW", "Adan", "LARS", "LAMB", "Muon", "NorMuon", "ScheduleFreeSGD", "ScheduleFreeAdamW")
 BACKENDS = ("eager", "foreach", "compile", "auto")
 # torch's own fused SGD kernel (fp32/fp64); the rules' C++ kernels (CPU: fp32/fp64, and fp32 with bf16 state)
 EXTRA_BACKENDS = {"NAG": ("torch", "cpp"), "LARS": ("cpp",), "LAMB": ("cpp",), "ScheduleFreeSGD": ("cpp",),
@@ -26,13 +26,14 @@ KWARGS = {
     "LARS": dict(lr=0.5, momentum=0.9, weight_decay=0.01, trust_coefficient=0.02),
     "LAMB": dict(lr=0.01, weight_decay=0.01),
     "Muon": dict(lr=0.02, momentum=0.95, weight_decay=0.01),
+    "NorMuon": dict(lr=0.02, momentum=0.95, weight_decay=0.01, beta2=0.9),
     "ScheduleFreeSGD": dict(lr=0.1, momentum=0.9, weight_decay=0.01, warmup_steps=2, r=0.5),
     "ScheduleFreeAdamW": dict(lr=0.01, weight_decay=0.01, warmup_steps=2, r=0.5),
 }
 
 # The optimizer whose state a test loads into the wrong class: one with other state names.
 FOREIGN = {"NAG": "NAdamW", "NAdamW": "NAG", "Adan": "NAG", "LARS": "NAdamW", "LAMB": "NAG", "Muon": "NAdamW",
-           "ScheduleFreeSGD": "NAdamW", "ScheduleFreeAdamW": "NAG"}
+           "NorMuon": "NAdamW", "ScheduleFreeSGD": "NAdamW", "ScheduleFreeAdamW": "NAG"}
 
 CASES = [(name, backend) for name in OPTIMIZERS for backend in BACKENDS + EXTRA_BACKENDS.get(name, ())]
 

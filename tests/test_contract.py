@@ -413,11 +413,11 @@ def test_pickle_round_trip_steps_identically(name, backend):
 @pytest.mark.parametrize("name, backend", ALL)
 def test_complex_parameters(name, backend):
     """NAG and NAdamW equal torch SGD(nesterov) / NAdam(decoupled) on complex; Adan, LARS, LAMB equal
-    themselves on ``view_as_real`` copies (torch's semantics for complex); Muon refuses at construction."""
+    themselves on ``view_as_real`` copies (torch's semantics for complex); Muon and NorMuon refuse at construction."""
     gen = torch.Generator().manual_seed(0)
     shapes = [(4, 3), (2, 3, 2)] + ([(5,)] if name in TORCH_TWIN else [])
     ours = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.complex128)) for s in shapes]
-    if name == "Muon":
+    if name in ("Muon", "NorMuon"):
         _constructs(name, backend)
         with pytest.raises((ValueError, TypeError), match=r"(?i)complex"):
             make(name, backend, ours)
@@ -612,7 +612,7 @@ def test_loads_its_own_state_dict_without_newer_keys(name, backend):
     assert_equal_tensors(values(model2), values(model), "param")
 
 
-@pytest.mark.parametrize("name, backend", case_params(only("NAdamW", "Adan", "LAMB", "Muon")))
+@pytest.mark.parametrize("name, backend", case_params(only("NAdamW", "Adan", "LAMB", "Muon", "NorMuon")))
 def test_loads_state_dict_whose_step_is_a_python_number(name, backend):
     model = tiny()
     opt = make(name, backend, model.parameters())

@@ -76,3 +76,40 @@ def test_cuda_trainer_schedule_free_evaluates_at_x_and_resumes_exactly(name, tmp
     resumed = loop.run(Config(**tiny), tmp_path / "part", resume=True, progress=False).summary
     for key in ("test_accuracy", "test_loss", "train_loss", "best_step"):
         assert resumed[key] == full[key], key
+
+
+@pytest.mark.parametrize("coefficients", ["jordan", "polar_express"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_16_bit_newton_schulz_and_the_gram_restart(coefficients, dtype):
+    """On CUDA, 16-bit Newton–Schulz (standard, and Gram with its restarts) keeps the singular values of a
+    decaying spectrum where float64's iteration puts them."""
+    from nesterov.rules import muon as R
+
+    gen = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(256, 256, generator=gen, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(1024, 256, generator=gen, dtype=torch.float64))
+    G = U @ torch.diag(torch.logspace(0, -3, 256, dtype=torch.float64)) @ V.T
+    exact = torch.linalg.svdvals(R.newton_schulz(G, coefficients=coefficients))
+    for method in ("standard", "gram"):
+        s = torch.linalg.svdvals(R.newton_schulz(G.to("cuda", dtype), coefficients=coefficients, method=method)
+                                 .double().cpu())
+        assert (s.max() - exact.max()).abs() < 0.1 and (s.min() - exact.min()).abs() < 0.1, method
+
+
+@pytest.mark.parametrize("backend", ["eager", "foreach", "auto"])
+def test_cuda_normuon_and_the_new_muon_options_match_the_cpu_rule(backend):
+    def run_on(device, dtype, b):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=torch.float64).to(device, dtype))
+                  for s in [(64, 3, 3, 3), (300, 129), (129, 300)]]
+        opt = nesterov.NorMuon(params, lr=0.02, weight_decay=1e-2, ns_dtype=torch.float32 if dtype != torch.float64
+                               else torch.float64, ns_coefficients="polar_express", ns_method="gram",
+                               cautious_weight_decay=True, backend=b, aux=None)
+        for _ in range(5):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64).to(device, dtype)
+            opt.step()
+        return torch.cat([p.detach().double().cpu().flatten() for p in params])
+
+    want, got = run_on("cpu", torch.float64, "eager"), run_on("cuda", torch.float32, backend)
+    assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-4

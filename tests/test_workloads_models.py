@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from nesterov.models import build_model, param_roles
+from nesterov import muon_routes
+from nesterov.models import build_model
 from nesterov.train.optimizers import make_optimizer
 
 
@@ -44,25 +45,24 @@ def test_gpt_is_causal_with_tied_embeddings():
         build_model("airbench", (3, 8, 8), 10, depth=3)
 
 
-def test_param_roles_and_groups():
+def test_weight_decay_groups():
     m = build_model("gpt", None, 256, width=32, depth=2, heads=4, context=16)
-    r = param_roles(m)
-    assert {id(p) for p in r["embed"]} == {id(m.tok.weight), id(m.pos.weight)}  # the tied head counted once
-    assert all(p.ndim == 2 for p in r["matrix"]) and all(p.ndim == 1 for p in r["vector"])
-    n = sum(len(v) for v in r.values())
-    assert n == len(list(m.parameters()))
     opt, _ = make_optimizer("torch-adamw", m, weight_decay=0.1)
     wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
-    assert all(wd[id(p)] == 0.0 for p in r["vector"]) and all(wd[id(p)] == 0.1 for p in r["matrix"] + r["embed"])
+    assert len(wd) == sum(len(g["params"]) for g in opt.param_groups) == len(list(m.parameters()))  # tied once
+    assert all(wd[id(p)] == (0.1 if p.ndim >= 2 else 0.0) for p in m.parameters())
 
 
 def test_muon_groups_send_embeddings_head_and_vectors_to_the_aux_rule():
     for m in (build_model("gpt", None, 256, width=32, depth=2, heads=4, context=16),
               build_model("airbench", (3, 8, 8), 10, width=8)):
-        r = param_roles(m)
+        routes = muon_routes(m)
         opt, _ = make_optimizer("muon", m)
         muon = {id(p) for g in opt.param_groups if g.get("use_muon", True) for p in g["params"]}
         aux = {id(p) for g in opt.param_groups if g.get("use_muon", True) is False for p in g["params"]}
-        assert muon == {id(p) for p in r["matrix"]}
-        assert aux == {id(p) for p in r["embed"] + r["vector"]}
-        assert all(p.ndim >= 2 for p in r["matrix"])
+        assert muon == {id(p) for p in routes.params("newton-schulz")}
+        assert aux == {id(p) for p in routes.params("aux")}
+        assert all(p.ndim >= 2 for p in routes.params("newton-schulz"))
+        head = getattr(m, "head")
+        assert id(head.weight) in aux and all(id(p) in aux for p in m.parameters() if p.ndim < 2)
+        assert all(g["lr"] == 3e-3 and g["weight_decay"] == 0.0 for g in opt.param_groups if not g["use_muon"])

@@ -21,6 +21,7 @@ _BENCHES = {
     "cold": ("nesterov.bench.cold", "main"),
     "memory": ("nesterov.bench.memory", "memory_main"),
     "convex": ("nesterov.bench.convex", "main"),
+    "muon-dist": ("nesterov.bench.muon_dist", "main"),
 }
 
 _USAGE = """usage: nesterov [train|compare|bench] [options]
@@ -32,12 +33,13 @@ _USAGE = """usage: nesterov [train|compare|bench] [options]
   nesterov bench ...       benchmarks; `nesterov bench --help` lists them
 """
 
-_BENCH_USAGE = """usage: nesterov bench {step,cold,memory,convex} [options]
+_BENCH_USAGE = """usage: nesterov bench {step,cold,memory,convex,muon-dist} [options]
 
   nesterov bench step      one optimizer step, ours vs torch.optim vs the bandwidth floor
   nesterov bench cold      the first steps of a fresh process (empty compile cache), ours vs torch
   nesterov bench memory    bytes of optimizer state per parameter, per rule and state dtype
   nesterov bench convex    nesterov.minimize vs gradient descent vs scipy L-BFGS-B
+  nesterov bench muon-dist a Muon step split across DDP ranks (gloo, localhost) vs one process
 
 `nesterov bench SUBCOMMAND --help` for its options.
 """

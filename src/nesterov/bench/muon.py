@@ -11,6 +11,12 @@ with NAdamW, over a small learning-rate grid each, and prints the training loss 
 
 ``python -m nesterov.bench.muon parity`` prints the largest relative difference to torch.optim.Muon
 (Newton–Schulz in float64 / float32 on both sides) over random configurations and 50 steps.
+
+``python -m nesterov.bench.muon speed --peers`` times one whole step of Muon (default, and fp32 standard /
+Gram / auto Newton–Schulz) and NorMuon against torch.optim.Muon and pytorch-optimizer's Muon and NorMuon,
+round-robin in one process; ``ns`` times the standard and Gram iterations per shape and dtype;
+``orthogonality`` prints max |σ − 1| and the spread of the output's singular values for each
+coefficient set × method × dtype on matrices with a decaying spectrum.
 """
 
 from __future__ import annotations
@@ -60,7 +66,9 @@ class TorchMuonWithNAdam:
             self.muon.step()
 
 
-NS_BACKENDS = {"ns-default": None, "ns-float32": torch.float32, "ns-bfloat16": torch.bfloat16}
+# bench step backends of ours: (Newton–Schulz dtype, method)
+NS_BACKENDS = {"ns-default": (None, "standard"), "ns-float32": (torch.float32, "standard"),
+               "ns-bfloat16": (torch.bfloat16, "standard"), "ns-float32-gram": (torch.float32, "gram")}
 
 
 def muon_spec():
@@ -72,8 +80,9 @@ def muon_spec():
     hp = dict(lr=0.02, momentum=0.95, weight_decay=0.0)
 
     def ours(params, backend="ns-default", state_dtype=None):
-        # ``backend`` names the Newton–Schulz dtype here; other names (bench memory) mean the default
-        return Muon(params, **hp, ns_dtype=NS_BACKENDS.get(backend), state_dtype=state_dtype)
+        # ``backend`` names the Newton–Schulz dtype and method here; other names (bench memory) mean the default
+        ns_dtype, ns_method = NS_BACKENDS.get(backend, (None, "standard"))
+        return Muon(params, **hp, ns_dtype=ns_dtype, ns_method=ns_method, state_dtype=state_dtype)
 
     return BenchSpec(
         ours=ours,
@@ -84,7 +93,7 @@ def muon_spec():
         # the elementwise part only (read p, g, b; write p, b): Newton–Schulz is compute-bound
         bytes_per_param=lambda pb, sb: 3 * pb + 2 * sb,
         reference="torch Muon bf16 NS + NAdam",
-        backends=("ns-default", "ns-float32"),
+        backends=("ns-default", "ns-float32", "ns-float32-gram"),
         extra={"hp": {**hp, "aux": AUX["nadamw"][1]}},  # the auxiliary rule's defaults, for the peers
     )
 
@@ -211,9 +220,17 @@ def parity_main(argv):
     return 0
 
 
+def _po_normuon(params, lr, momentum):
+    import pytorch_optimizer
+
+    matrices = [p for p in params if p.dim() >= 2]
+    return pytorch_optimizer.NorMuon([{"params": matrices, "use_muon": True}], lr=lr, momentum=momentum,
+                                     foreach=True)
+
+
 def speed_main(argv):
-    """Standalone: one step of ours vs torch.optim.Muon on the transformer matrices, medians."""
-    from nesterov import Muon
+    """Standalone: one step of ours vs torch.optim.Muon (and the peers) on the transformer matrices, medians."""
+    from nesterov import Muon, NorMuon
     from nesterov.bench.shapes import transformer_shapes
 
     ap = argparse.ArgumentParser(prog="python -m nesterov.bench.muon speed")
@@ -221,6 +238,7 @@ def speed_main(argv):
     ap.add_argument("--d", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--peers", action="store_true", help="also pytorch-optimizer's Muon and NorMuon")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -229,39 +247,126 @@ def speed_main(argv):
     def params():
         gen = torch.Generator().manual_seed(0)
         ps = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
-        for p in ps:
-            p.grad = torch.randn(p.shape, generator=gen) * 1e-3
-        return ps
+        grads = [torch.randn(p.shape, generator=gen) * 1e-3 for p in ps]
+        return ps, grads
 
-    contenders = {
-        "torch.optim.Muon (bf16 NS)": TorchMuonWithNAdam(params()),
-        "torch.optim.Muon (fp32 NS)": TorchMuonWithNAdam(params(), fp32_ns=True),
-        "nesterov.Muon (default NS dtype)": Muon(params(), aux=None),
-        "nesterov.Muon (fp32 NS)": Muon(params(), aux=None, ns_dtype=torch.float32),
-        "nesterov.Muon (bf16 NS)": Muon(params(), aux=None, ns_dtype=torch.bfloat16),
+    makers = {
+        "torch.optim.Muon (bf16 NS)": lambda ps: TorchMuonWithNAdam(ps),
+        "nesterov.Muon (default)": lambda ps: Muon(ps, aux=None),
+        "nesterov.Muon (fp32 NS, standard)": lambda ps: Muon(ps, aux=None, ns_dtype=torch.float32),
+        "nesterov.Muon (fp32 NS, gram)": lambda ps: Muon(ps, aux=None, ns_dtype=torch.float32, ns_method="gram"),
+        "nesterov.Muon (fp32 NS, auto)": lambda ps: Muon(ps, aux=None, ns_dtype=torch.float32, ns_method="auto"),
+        "nesterov.NorMuon (default)": lambda ps: NorMuon(ps, aux=None),
     }
+    if args.peers:
+        from nesterov.bench.peers import _po_muon
+        from nesterov.optim.muon import AUX
+
+        hp = dict(lr=0.02, momentum=0.95, weight_decay=0.0, aux=AUX["nadamw"][1])
+        makers["pytorch-optimizer Muon (bf16 NS)"] = lambda ps: _po_muon(ps, hp)
+        makers["pytorch-optimizer NorMuon (bf16 NS)"] = lambda ps: _po_normuon(ps, 0.02, 0.95)
+    contenders = {}
+    for name, make in makers.items():
+        ps, grads = params()
+        contenders[name] = (ps, grads, make(ps))
     times = {name: [] for name in contenders}
-    for name, opt in contenders.items():  # warm-up
-        opt.step()
-    for _ in range(args.repeats):  # round-robin, so load on the machine hits all alike
-        for name, opt in contenders.items():
-            t0 = time.perf_counter()
+    cpu = {name: [] for name in contenders}
+    for repeat in range(args.repeats + 1):  # round-robin, so load on the machine hits all alike; 0 warms up
+        for name, (ps, grads, opt) in contenders.items():
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()  # the peers write into p.grad
+            t0, c0 = time.perf_counter(), time.process_time()
             opt.step()
-            times[name].append(time.perf_counter() - t0)
+            if repeat:
+                times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
     from nesterov.rules.muon import default_ns_dtype
 
     ref = statistics.median(times["torch.optim.Muon (bf16 NS)"])
     print(f"{len(shapes)} matrices ({args.blocks} blocks, d={args.d}), {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; default NS dtype here: {default_ns_dtype(torch.device('cpu'), torch.float32)}")
+          f"torch {torch.__version__}; default NS dtype here: {default_ns_dtype(torch.device('cpu'), torch.float32)}; "
+          f"medians of {args.repeats} steps (CPU time: this process's, less sensitive to other jobs)")
     for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{name:34s} median {med * 1e3:9.1f} ms  (min {min(ts) * 1e3:9.1f})  torch-bf16 / this = {ref / med:5.2f}")
+        med, c = statistics.median(ts), statistics.median(cpu[name])
+        print(f"{name:38s} median {med * 1e3:8.1f} ms  cpu {c * 1e3:8.1f} ms  torch-bf16 / this = {ref / med:5.2f}")
+    return 0
+
+
+def _decaying(shape, gen, decades):
+    """A float64 matrix with singular values 1 … 10^-decades, log-spaced, and random singular vectors."""
+    m, n = shape
+    k = min(m, n)
+    U, _ = torch.linalg.qr(torch.randn(m, k, generator=gen, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64))
+    return U @ torch.diag(torch.logspace(0, -decades, k, dtype=torch.float64)) @ V.T
+
+
+def orthogonality_main(argv):
+    """Singular values of Newton–Schulz's output against 1, per coefficient set × method × dtype."""
+    from nesterov.rules import muon as R
+
+    ap = argparse.ArgumentParser(prog="python -m nesterov.bench.muon orthogonality")
+    ap.add_argument("--shape", type=int, nargs=2, default=(256, 1024))
+    ap.add_argument("--decades", type=float, default=3.0, help="singular values from 1 down to 10^-decades")
+    ap.add_argument("--matrices", type=int, default=4)
+    args = ap.parse_args(argv)
+    gen = torch.Generator().manual_seed(0)
+    mats = [_decaying(tuple(args.shape), gen, args.decades) for _ in range(args.matrices)]
+    print(f"{args.matrices} matrices {args.shape[0]}×{args.shape[1]}, singular values 1 … 1e-{args.decades:g} "
+          f"(log-spaced); worst over the matrices of max|σ−1|, and of the spread σmax − σmin of the output")
+    print(f"{'coefficients':14s} {'method':9s} {'dtype':9s} {'max|σ−1|':>9s} {'σmin':>7s} {'σmax':>7s} {'spread':>7s}")
+    for name in R.NS_COEFFICIENT_SETS:
+        for method in ("standard", "gram"):
+            for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
+                worst, lo, hi = 0.0, float("inf"), 0.0
+                for G in mats:
+                    s = torch.linalg.svdvals(R.newton_schulz(G.to(dtype), coefficients=name, method=method).double())
+                    worst = max(worst, (s - 1).abs().max().item())
+                    lo, hi = min(lo, s.min().item()), max(hi, s.max().item())
+                print(f"{name:14s} {method:9s} {str(dtype)[6:]:9s} {worst:9.3f} {lo:7.3f} {hi:7.3f} {hi - lo:7.3f}",
+                      flush=True)
+    return 0
+
+
+def ns_main(argv):
+    """Newton–Schulz alone: standard vs Gram per wide shape and dtype, medians of CPU time."""
+    from nesterov.rules import muon as R
+
+    ap = argparse.ArgumentParser(prog="python -m nesterov.bench.muon ns")
+    ap.add_argument("--rows", type=int, default=512)
+    ap.add_argument("--ratios", type=int, nargs="+", default=[1, 2, 3, 4])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    print(f"Newton–Schulz (5 steps) on {args.batch} stacked {args.rows}×(r·{args.rows}) matrices, "
+          f"{torch.get_num_threads()} threads; medians of {args.repeats} runs of this process's CPU time")
+    for dtype in (torch.float32, torch.bfloat16):
+        for r in args.ratios:
+            G = torch.randn(args.batch, args.rows, r * args.rows, generator=gen).to(dtype)
+            med = {}
+            for method in ("standard", "gram"):
+                R.newton_schulz(G, method=method)
+                ts = []
+                for _ in range(args.repeats):
+                    c0 = time.process_time()
+                    R.newton_schulz(G, method=method)
+                    ts.append(time.process_time() - c0)
+                med[method] = statistics.median(ts)
+            auto = "gram" if R.gram_pays(args.rows, r * args.rows, dtype) else "standard"
+            print(f"{str(dtype)[6:]:9s} cols = {r}·rows  standard {med['standard'] * 1e3:8.1f} ms  gram "
+                  f"{med['gram'] * 1e3:8.1f} ms  gram/standard {med['gram'] / med['standard']:5.2f}  auto: {auto}",
+                  flush=True)
     return 0
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"train": train_main, "speed": speed_main, "parity": parity_main}
+    commands = {"train": train_main, "speed": speed_main, "parity": parity_main, "ns": ns_main,
+                "orthogonality": orthogonality_main}
     if not argv or argv[0] not in commands:
         print(f"usage: python -m nesterov.bench.muon {{{','.join(commands)}}} [options]", file=sys.stderr)
         return 2

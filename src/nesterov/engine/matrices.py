@@ -5,6 +5,10 @@ matrices, one batched product per shape fills the machine better than 36 small o
 fraction of the kernels. Tall matrices are transposed into the wide orientation before stacking, so
 an MLP's ``d×4d`` and ``4d×d`` weights share one batch. Every function here is exact bookkeeping: what a
 matrix gets back is what the batched function computed for it, at the same position of the stack.
+
+Across ranks: :func:`sharded_apply` for matrices split by rows (FSDP2: each matrix gathered on one owner),
+:func:`replicated_apply` for matrices every rank holds whole (DDP: each rank computes a share balanced by
+:func:`product_cost`, then all ranks exchange the results).
 """
 
 from __future__ import annotations
@@ -123,3 +127,67 @@ def sharded_apply(fn: Callable[[torch.Tensor], torch.Tensor], local_rows: Sequen
         results[i] = local.new_empty((c, cols))
         dist.scatter(results[i], pieces, group_src=owner[i], group=group)
     return [results[i][:local_rows[i].shape[0]] for i in range(len(shapes))]
+
+
+def product_cost(rows: int, cols: int) -> int:
+    """The multiply-adds of one Newton–Schulz-style iteration on a ``rows × cols`` matrix, up to a constant:
+    with ``m ≤ n`` its sides, ``X·Xᵀ`` and ``M·X`` take ``m²·n`` each and ``M·M`` takes ``m³``."""
+    m, n = sorted((rows, cols))
+    return 2 * m * m * n + m ** 3
+
+
+def split_by_cost(shapes: Sequence[tuple[int, int]], world: int,
+                  cost: Callable[[int, int], float] = product_cost) -> list[int]:
+    """The rank (0 … world−1) that computes each matrix: the costliest first, each to the least-loaded rank
+    (the lowest such rank on a tie). Depends on nothing but its arguments, so every rank draws the same plan."""
+    if not isinstance(world, int) or world < 1:
+        raise ValueError(f"world must be an int >= 1, got {world!r}")
+    costs = [cost(*shape) for shape in shapes]
+    loads = [0] * world
+    owner = [0] * len(shapes)
+    for i in sorted(range(len(shapes)), key=lambda i: (-costs[i], i)):
+        rank = min(range(world), key=lambda r: (loads[r], r))
+        owner[i] = rank
+        loads[rank] += costs[i]
+    return owner
+
+
+def replicated_apply(fn: Callable[[torch.Tensor], torch.Tensor], matrices: Sequence[torch.Tensor], group, *,
+                     dtype: torch.dtype | None = None,
+                     cost: Callable[[int, int], float] = product_cost) -> list[torch.Tensor]:
+    """:func:`batched_apply` for matrices that every rank of ``group`` holds whole and equal (DDP), each
+    ``fn`` computed on one rank only.
+
+    Each rank runs :func:`batched_apply` on its share (:func:`split_by_cost`), packs the results into one
+    flat buffer, and one ``all_gather`` hands every rank every result: all ranks end with the same bits,
+    those of the rank that computed each matrix. ``fn`` must keep the dtype of its input (``dtype``, or the
+    matrices' own, which must then agree). ``group=None`` (or a group of one) is :func:`batched_apply` here.
+    """
+    if group is None or dist.get_world_size(group) == 1 or not matrices:
+        return batched_apply(fn, matrices, dtype=dtype)
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    results: list[torch.Tensor | None] = [None] * len(matrices)
+    kinds: dict = {}  # one exchange per device type (a DDP rank's CUDA device has its own index)
+    for i, m in enumerate(matrices):
+        kinds.setdefault((m.device.type, dtype or m.dtype), []).append(i)
+    if dtype is None and len({d for _, d in kinds}) > 1:
+        raise ValueError("replicated_apply: matrices of several dtypes; pass dtype= to compute them in one")
+    for (_, out_dtype), members in kinds.items():
+        owner = split_by_cost([tuple(matrices[i].shape) for i in members], world, cost)
+        share = {r: [i for i, o in zip(members, owner) if o == r] for r in range(world)}
+        sizes = [sum(matrices[i].numel() for i in share[r]) for r in range(world)]
+        device = matrices[members[0]].device
+        mine = batched_apply(fn, [matrices[i] for i in share[rank]], dtype=dtype)
+        send = torch.empty(max(sizes), dtype=out_dtype, device=device)
+        offset = 0
+        for out in mine:
+            send[offset:offset + out.numel()].view(out.shape).copy_(out)
+            offset += out.numel()
+        received = [torch.empty_like(send) for _ in range(world)]
+        dist.all_gather(received, send, group=group)
+        for r in range(world):
+            offset = 0
+            for i in share[r]:
+                results[i] = received[r][offset:offset + matrices[i].numel()].view(matrices[i].shape)
+                offset += matrices[i].numel()
+    return results  # type: ignore[return-value]

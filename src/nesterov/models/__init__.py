@@ -11,8 +11,7 @@
 
 ``build_model(name, input_shape, num_classes, **options)``; options are ``width`` (resnet18, airbench, gpt),
 ``depth``, ``heads``, ``context`` (gpt); an unknown name or option raises ``ValueError`` listing valid ones.
-:func:`param_roles` tells the trainer which parameters are hidden matrices, embeddings/heads and
-biases/norms.
+Which parameters Muon orthogonalises is the library's decision (:func:`nesterov.muon_routes`), not the models'.
 """
 
 from __future__ import annotations
@@ -103,28 +102,3 @@ def build_model(name: str, input_shape, num_classes: int, **options) -> nn.Modul
         ok = ", ".join(OPTIONS.get(name, ())) or "none"
         raise ValueError(f"model {name}: option(s) {', '.join(bad)} do not apply (valid: {ok})")
     return MODELS[name](tuple(input_shape) if input_shape is not None else None, num_classes, **options)
-
-
-def param_roles(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Split the trainable parameters (each once, tied ones included once) into three roles:
-
-    - ``matrix``: weights of hidden Linear layers and conv kernels (weight decay; Muon's Newton-Schulz);
-    - ``embed``:  embedding tables and the output head (the last Linear), weight decay but never Muon;
-    - ``vector``: biases, norm scales and shifts, anything with fewer than 2 dimensions (no weight decay).
-    """
-    seen: set[int] = set()
-    special: set[int] = set()
-    for m in model.modules():
-        if isinstance(m, nn.Embedding):
-            special.add(id(m.weight))
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if linears:
-        special.add(id(linears[-1].weight))
-    roles: dict[str, list[nn.Parameter]] = {"matrix": [], "embed": [], "vector": []}
-    for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        role = "vector" if p.ndim < 2 else ("embed" if id(p) in special else "matrix")
-        roles[role].append(p)
-    return roles

@@ -24,7 +24,7 @@ STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16, torch.float6
 # Group keys a state_dict from another version of torch or nesterov may lack; filled from the defaults
 # on load, as torch's own optimizers fill them in ``__setstate__``.
 OPTIONAL_KEYS = ("maximize", "foreach", "differentiable", "fused", "capturable", "decoupled_weight_decay", "use_muon",
-                 "nesterov", "momentum_decay", "no_prox", "exclude_1d")
+                 "nesterov", "momentum_decay", "no_prox", "exclude_1d", "ns_method", "cautious_weight_decay")
 
 
 def scalar_dtype() -> torch.dtype:
@@ -184,10 +184,15 @@ class RuleOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"state_dict state[{index!r}] must be a dict of the parameter's state, got "
                                  f"{type(entry).__name__}")
             for name, value in entry.items():
-                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                want = self.state_shape(name, p)
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != want:
                     raise ValueError(f"state_dict state[{index}][{name!r}] has shape {tuple(value.shape)}, its "
-                                     f"parameter {tuple(p.shape)}")
+                                     f"parameter {tuple(p.shape)} (so it must be {tuple(want)})")
         super().load_state_dict(state_dict)
+
+    def state_shape(self, name: str, p: torch.Tensor) -> torch.Size:
+        """The shape of state entry ``name`` of ``p`` (the parameter's, unless a subclass keeps less)."""
+        return p.shape
 
     # -- step ----------------------------------------------------------------------------------------
     def step(self, closure=None):

@@ -11,10 +11,24 @@ Exactly ``torch.optim.Muon`` (torch 2.9+), for one matrix ``p`` (conv kernels vi
 η = lr, μ = momentum, λ = weight_decay, k = ns_steps, η' = :func:`adjusted_lr` (η, shape):
 ``"original"`` (default) η·√max(1, A/B), ``"match_rms_adamw"`` 0.2·η·√max(A, B) for an A×B matrix.
 
-Newton–Schulz (quintic, coefficients chosen for a steep slope at zero, Keller Jordan's Muon):
+With ``cautious_weight_decay`` the decay applies only where the parameter and the update agree in sign
+(Cautious Weight Decay, arXiv 2510.12402): ``p ← p − η·λ·p·[p·O ≥ 0] − η'·O``.
+
+Newton–Schulz (quintic; step t uses the coefficients (a_t, b_t, c_t)):
 
     X ← u / max(‖u‖_F, ε)        (transposed first when A > B, so X X ᵀ is the small Gram matrix)
-    repeat k times:  M ← X Xᵀ;   X ← a·X + (b·M + c·M²)·X
+    for t = 1..k:  M ← X Xᵀ;   X ← a_t·X + (b_t·M + c_t·M²)·X
+
+The coefficients (:data:`NS_COEFFICIENT_SETS`): ``"jordan"`` (Keller Jordan's Muon, the same triple every
+step, torch's default) or ``"polar_express"`` (arXiv 2505.16932, five per-step triples, with its own
+normalisation X ← u / (1.02·‖u‖_F + 10⁻⁶) in place of the ε floor), or any triple / list of per-step triples.
+
+Gram Newton–Schulz (``method="gram"``; Zhang, Amsel, Chen & Dao 2026) computes the same polynomial through
+the small Gram matrix: each step is X ← P_t·X with P_t = a_t·I + b_t·R + c_t·R², R = X Xᵀ, and since every
+P_t is a polynomial in R₀ they commute, so it keeps R ← P_t·R·P_t and Q ← P_t·Q and forms X = Q·X₀ once at
+the end: ~4m³ per step on an m×n (m ≤ n) matrix instead of 2m²n + m³. In 16-bit dtypes rounding gives R
+spurious negative eigenvalues that the polynomial then amplifies, so there it restarts (X ← Q·X, R ← X Xᵀ,
+Q ← I) before the steps :data:`GRAM_RESTARTS` names: fp16 at step 2 as the paper does, bf16 at 2 and 4.
 
 This module is the readable statement (``backend="eager"`` runs :func:`update` matrix by matrix). The
 batched step (:mod:`nesterov.optim.muon`) restates :func:`nesterov_momentum` as foreach lerps over the
@@ -29,8 +43,25 @@ import os
 
 import torch
 
-NS_COEFFICIENTS = (3.4445, -4.775, 2.0315)
+JORDAN = (3.4445, -4.775, 2.0315)
+# Polar Express (arXiv 2505.16932), the five steps as modded-nanogpt and dion run them (safety factor 1.02,
+# cushion 2); the set comes with its own normalisation u / (1.02·‖u‖_F + 10⁻⁶).
+POLAR_EXPRESS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+POLAR_EXPRESS_NORM = (1.02, 1e-6)  # (scale, offset): X ← u / (scale·‖u‖_F + offset)
+NS_COEFFICIENT_SETS = {"jordan": JORDAN, "polar_express": POLAR_EXPRESS}
+NS_COEFFICIENTS = JORDAN  # the default; a triple (not its name), so torch.optim.Muon loads our state_dict
 NS_STEPS = 5
+NS_METHODS = ("standard", "gram", "auto")
+# 0-based steps before which Gram Newton–Schulz rebuilds X ← Q·X and R ← X Xᵀ, per dtype: fp16 at the
+# paper's step; bf16 (3 fewer mantissa bits) needs a second restart to stay within the standard iteration's
+# singular-value spread (measured: `python -m nesterov.bench.muon orthogonality`); fp32/fp64 need none.
+GRAM_RESTARTS = {torch.float16: (2,), torch.bfloat16: (2, 4)}
 EPS = 1e-7
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
@@ -68,52 +99,139 @@ def nesterov_momentum(g: torch.Tensor, buf: torch.Tensor, *, momentum: float, ne
     return buf, u
 
 
+def is_schedule(coefficients) -> bool:
+    """Whether ``coefficients`` is a sequence of per-step triples (rather than one triple or a name)."""
+    return not isinstance(coefficients, str) and len(coefficients) > 0 and isinstance(coefficients[0], (tuple, list))
+
+
+def ns_schedule(coefficients, steps: int) -> tuple[tuple[float, float, float], ...]:
+    """The ``steps`` triples (a_t, b_t, c_t) that ``coefficients`` names: a set's name, one triple (every
+    step), or a sequence of per-step triples (whose length must be ``steps``)."""
+    if isinstance(coefficients, str):
+        if coefficients not in NS_COEFFICIENT_SETS:
+            raise ValueError(f"ns_coefficients must be one of {tuple(NS_COEFFICIENT_SETS)}, a triple (a, b, c) "
+                             f"or a sequence of triples; got {coefficients!r}")
+        coefficients = NS_COEFFICIENT_SETS[coefficients]
+    if not is_schedule(coefficients):
+        return (tuple(float(c) for c in coefficients),) * steps
+    if len(coefficients) != steps:
+        raise ValueError(f"ns_steps ({steps}) must equal the number of per-step triples in ns_coefficients "
+                         f"({len(coefficients)})")
+    return tuple(tuple(float(c) for c in triple) for triple in coefficients)
+
+
+def normalise(X: torch.Tensor, coefficients, eps: float) -> torch.Tensor:
+    """X divided by its Frobenius norm, the way the coefficient set expects: ``max(‖X‖_F, ε)`` (torch's),
+    or Polar Express's ``1.02·‖X‖_F + 10⁻⁶``. Each matrix of a batch by its own norm."""
+    norm = torch.linalg.matrix_norm(X, keepdim=True)
+    if isinstance(coefficients, str) and coefficients == "polar_express":
+        scale, offset = POLAR_EXPRESS_NORM
+        return X / (norm * scale + offset)
+    return X / norm.clamp(min=eps)
+
+
+def gram_pays(rows: int, cols: int, dtype: torch.dtype) -> bool:
+    """``method="auto"``: whether Gram Newton–Schulz is the faster one for a ``rows × cols`` matrix
+    (``rows ≤ cols``) in ``dtype``. Per step it saves 2·rows²·cols − 3·rows³, and each restart costs
+    2·rows²·cols: measured on 512-row matrices (2 threads, `python -m nesterov.bench.muon ns`) it is
+    0.5–0.8 × the standard iteration in fp32 from cols = 2·rows up and 1.3–1.4 × on square ones; in bf16
+    its two restarts eat the saving, so bf16 keeps the standard iteration."""
+    if dtype == torch.bfloat16:
+        return False
+    return cols >= (4 if dtype == torch.float16 else 2) * rows
+
+
+def _mul_add(input: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *, beta: float = 1.0,
+             alpha: float = 1.0) -> torch.Tensor:
+    """β·input + α·A·B, for matrices or batches of them."""
+    if A.dim() == 2:
+        return torch.addmm(input, A, B, beta=beta, alpha=alpha)
+    return torch.baddbmm(input, A, B, beta=beta, alpha=alpha)
+
+
+def _standard_iteration(X: torch.Tensor, schedule) -> torch.Tensor:
+    for a, b, c in schedule:
+        M = X @ X.mT
+        M = _mul_add(M, M, M, beta=b, alpha=c)  # b·M + c·M²
+        X = _mul_add(X, M, X, beta=a)  # a·X + (b·M + c·M²)·X
+    return X
+
+
+def _gram_iteration(X: torch.Tensor, schedule) -> torch.Tensor:
+    restarts = GRAM_RESTARTS.get(X.dtype, ())
+    R = X @ X.mT
+    Q = None  # the product of the P_t so far (None: the identity)
+    for t, (a, b, c) in enumerate(schedule):
+        if t in restarts and Q is not None:
+            X, Q = Q @ X, None
+            R = X @ X.mT
+        Z = _mul_add(R, R, R, beta=b, alpha=c)  # b·R + c·R²;  P_t = a·I + Z
+        if Q is None:
+            Q = Z.clone()
+            Q.diagonal(dim1=-2, dim2=-1).add_(a)
+        else:
+            Q = _mul_add(Q, Q, Z, beta=a)  # Q·P_t = a·Q + Q·Z
+        if t + 1 < len(schedule) and t + 1 not in restarts:
+            RP = _mul_add(R, R, Z, beta=a)  # R·P_t
+            R = _mul_add(RP, Z, RP, beta=a)  # P_t·R·P_t = a·RP + Z·RP
+    return X if Q is None else Q @ X
+
+
 def newton_schulz(G: torch.Tensor, *, steps: int = NS_STEPS, coefficients=NS_COEFFICIENTS,
-                  eps: float = EPS) -> torch.Tensor:
+                  eps: float = EPS, method: str = "standard") -> torch.Tensor:
     """Orthogonalise ``G`` (``(m, n)`` or a batch ``(k, m, n)``) by ``steps`` quintic iterations.
 
     Works in ``G``'s dtype (the caller picks it) and never writes ``G``. Each matrix of a batch is
     normalised by its own Frobenius norm, so a stack gives what each matrix would give alone.
+    ``method`` is ``"standard"``, ``"gram"`` (the same polynomial through the Gram matrix) or ``"auto"``
+    (Gram where :func:`gram_pays` for the shape).
     """
-    a, b, c = coefficients
+    schedule = ns_schedule(coefficients, steps)
     tall = G.size(-2) > G.size(-1)
     X = G.mT if tall else G
-    X = X / torch.linalg.matrix_norm(X, keepdim=True).clamp(min=eps)
-    if X.dim() == 2:
-        for _ in range(steps):
-            M = X @ X.mT
-            M = torch.addmm(M, M, M, beta=b, alpha=c)  # b·M + c·M²
-            X = torch.addmm(X, M, X, beta=a)  # a·X + (b·M + c·M²)·X
+    X = normalise(X, coefficients, eps)
+    if method == "auto":
+        method = "gram" if gram_pays(X.size(-2), X.size(-1), X.dtype) else "standard"
+    if method == "gram":
+        X = _gram_iteration(X, schedule)
+    elif method == "standard":
+        X = _standard_iteration(X, schedule)
     else:
-        for _ in range(steps):
-            M = X @ X.mT
-            M = torch.baddbmm(M, M, M, beta=b, alpha=c)
-            X = torch.baddbmm(X, M, X, beta=a)
+        raise ValueError(f"ns_method must be one of {NS_METHODS}, got {method!r}")
     return X.mT if tall else X
 
 
 def orthogonalize(u: torch.Tensor, *, ns_dtype: torch.dtype, steps: int = NS_STEPS,
-                  coefficients=NS_COEFFICIENTS, eps: float = EPS) -> torch.Tensor:
+                  coefficients=NS_COEFFICIENTS, eps: float = EPS, method: str = "standard") -> torch.Tensor:
     """:func:`newton_schulz` of ``u`` viewed as a matrix, computed in ``ns_dtype``, in ``u``'s shape."""
-    O = newton_schulz(as_matrix(u).to(ns_dtype), steps=steps, coefficients=coefficients, eps=eps)
+    O = newton_schulz(as_matrix(u).to(ns_dtype), steps=steps, coefficients=coefficients, eps=eps, method=method)
     return O.reshape(u.shape)
 
 
-def descend_(p: torch.Tensor, O: torch.Tensor, *, lr: float, weight_decay: float, adjusted: float) -> None:
-    """``p ← p·(1 − lr·weight_decay) − adjusted·O`` in place (torch's order: decay, then the step)."""
+def descend_(p: torch.Tensor, O: torch.Tensor, *, lr: float, weight_decay: float, adjusted: float,
+             cautious: bool = False) -> None:
+    """``p ← p·(1 − lr·weight_decay) − adjusted·O`` in place (torch's order: decay, then the step); with
+    ``cautious``, ``p ← p − lr·weight_decay·p·[p·O ≥ 0] − adjusted·O``."""
+    O = O.to(p.dtype)
     if weight_decay != 0:
-        p.mul_(1 - lr * weight_decay)
-    p.add_(O.to(p.dtype), alpha=-adjusted)
+        if cautious:
+            p.addcmul_(p, (p * O >= 0).to(p.dtype), value=-lr * weight_decay)
+        else:
+            p.mul_(1 - lr * weight_decay)
+    p.add_(O, alpha=-adjusted)
 
 
 def update(p, g, buf, *, lr, momentum: float = 0.95, nesterov: bool = True, weight_decay: float = 0.0,
            ns_steps: int = NS_STEPS, ns_coefficients=NS_COEFFICIENTS, eps: float = EPS,
-           adjust_lr_fn: str | None = None, ns_dtype: torch.dtype = torch.float32):
+           adjust_lr_fn: str | None = None, ns_dtype: torch.dtype = torch.float32, ns_method: str = "standard",
+           cautious_weight_decay: bool = False):
     """One Muon step of one matrix, pure: returns ``(p_new, buf_new)`` and writes nothing."""
     buf, u = nesterov_momentum(g, buf, momentum=momentum, nesterov=nesterov)
-    O = orthogonalize(u, ns_dtype=ns_dtype, steps=ns_steps, coefficients=ns_coefficients, eps=eps)
+    O = orthogonalize(u, ns_dtype=ns_dtype, steps=ns_steps, coefficients=ns_coefficients, eps=eps,
+                      method=ns_method)
     p_new = p.clone()
-    descend_(p_new, O, lr=lr, weight_decay=weight_decay, adjusted=adjusted_lr(lr, adjust_lr_fn, p.shape))
+    descend_(p_new, O, lr=lr, weight_decay=weight_decay, adjusted=adjusted_lr(lr, adjust_lr_fn, p.shape),
+             cautious=cautious_weight_decay)
     return p_new, buf
 
 

@@ -102,6 +102,10 @@ def _add_run_flags(p: argparse.ArgumentParser, *, single: bool, describe: bool =
     m.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
     m.add_argument("--target-loss", type=float, help="test/validation loss to reach (nats); time to it is reported")
     m.add_argument("--eval-bytes", type=int, help="text: validation bytes scored per evaluation (65536)")
+    m.add_argument("--ns", help="muon, normuon, muon-polar: Newton–Schulz coefficients, jordan or polar_express "
+                                "(default: the optimizer's own)")
+    m.add_argument("--ns-method", help="muon, normuon, muon-polar: standard, gram (through the Gram matrix) or auto "
+                                       "(default standard)")
     m.add_argument("--fsdp", action="store_const", const=True,
                    help="under torchrun: shard the model with FSDP2 (checkpoints through torch.distributed.checkpoint)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar" + ("" if single else "s (one per run)"))
@@ -118,7 +122,7 @@ def _config_from(args, single: bool) -> tuple[Config, dict]:
     names = ["dataset", "model", "momentum", "weight_decay", "batch_size", "epochs", "steps", "schedule", "warmup",
              "label_smoothing", "target_accuracy", "device", "eval_every", "threads", "width", "depth", "heads",
              "context", "augment", "precision", "compile", "grad_accum", "clip_grad", "target_loss", "eval_bytes",
-             "fsdp"]
+             "fsdp", "ns", "ns_method"]
     if single:
         names += ["optimizer", "lr", "seed"]
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
@@ -149,6 +153,17 @@ def checked(cfg: Config, given: dict, config_file) -> Config:
     try:
         return cfg.check(imports=False)
     except ConfigError as e:
+        raise ConfigError(named(str(e), given, config_file)) from None
+
+
+def checked_muon_flags(names, cfg: Config, given: dict, config_file) -> None:
+    """:func:`~nesterov.train.optimizers.check_muon_flags` for a run's or a race's optimizers, its error
+    naming the flag (``--ns``) or the file and key that set the value."""
+    from .optimizers import OptimizerError, check_muon_flags
+
+    try:
+        check_muon_flags(names, cfg.ns, cfg.ns_method)
+    except OptimizerError as e:
         raise ConfigError(named(str(e), given, config_file)) from None
 
 
@@ -270,6 +285,7 @@ def _plan(args):
         return cfg, out, given
     cfg, given = _config_from(args, single=True)
     checked(cfg, given, args.config)
+    checked_muon_flags([cfg.optimizer], cfg, given, args.config)
     if is_schedule_free(cfg.optimizer) and given.get("schedule", "constant") != "constant":
         raise ConfigError(f"--schedule: {cfg.optimizer} is schedule-free: it takes no lr schedule (its linear warmup "
                           f"is --warmup, a fraction of the run); leave --schedule unset or give constant")

@@ -256,7 +256,7 @@ def _parse_lrs(text: str) -> dict:
 
 
 def compare_cli(argv, add_run_flags, config_from) -> int:
-    from .cli import Parser, checked, extras_error, missing_extras, version, wants_help
+    from .cli import Parser, checked, checked_muon_flags, extras_error, missing_extras, version, wants_help
 
     argv = list(sys.argv[1:] if argv is None else argv)
     p = Parser(prog="nesterov compare",
@@ -323,6 +323,7 @@ def compare_cli(argv, add_run_flags, config_from) -> int:
             skipped = [n for n in DEFAULT_OPTIMIZERS if n in missing]
             if skipped:
                 print(f"note: not installed yet, skipped: {', '.join(skipped)}", file=sys.stderr)
+        checked_muon_flags(names, base, given, args.config)
         extra = sorted(set(lrs) - set(names))
         if extra:
             raise ConfigError(f"--lr: {', '.join(extra)} not among --optimizers ({', '.join(names)})")

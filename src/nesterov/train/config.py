@@ -83,6 +83,8 @@ class Config:
     device: str = "auto"
     eval_every: int | None = None  # steps between evaluations/checkpoints; None: per epoch, >= 10 per run
     threads: int | None = None  # torch.set_num_threads; None: 1 on CPU, torch's default elsewhere
+    ns: str | None = None  # Muon family: Newton–Schulz coefficient set (None: the optimizer's own)
+    ns_method: str | None = None  # Muon family: standard, gram or auto (None: the optimizer's own)
 
     # ------------------------------------------------------------------ construction and checks
     @classmethod

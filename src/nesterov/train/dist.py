@@ -39,6 +39,10 @@ class Dist:
         lo = self.rank * q + min(self.rank, r)
         return lo, lo + q + (self.rank < r)
 
+    def replica_group(self, fsdp: bool):
+        """The group over which the model is replicated (DDP: every process), or None (one process, FSDP2)."""
+        return dist.group.WORLD if self.world > 1 and not fsdp else None
+
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
             dist.all_reduce(t)

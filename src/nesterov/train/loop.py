@@ -39,7 +39,7 @@ from .config import Config
 from .device import autocast_for, no_sync, resolve_device, wrap
 from .evaluation import evaluate
 from .interrupt import Interrupt
-from .optimizers import is_schedule_free, make_optimizer
+from .optimizers import is_schedule_free, make_optimizer, muon_options
 from .report import epochs_text
 from .rundir import METRIC_COLUMNS
 from .schedule_free import BN_BATCHES, to_x
@@ -122,8 +122,10 @@ def _run(cfg: Config, out, resume: bool, progress: bool, data, log) -> Result:
         model = model.to(memory_format=torch.channels_last)
     net = wrap(model, cfg, dist, device)
     schedule_free = is_schedule_free(cfg.optimizer)  # its own warmup; evaluated and checkpointed at x
+    replicas = dist.replica_group(cfg.fsdp)  # DDP: Muon splits its Newton–Schulz work among the ranks
     opt, _ = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.momentum, cfg.weight_decay,
-                            warmup_steps=int(cfg.warmup * cfg.steps))  # the warmup Schedule's length
+                            warmup_steps=int(cfg.warmup * cfg.steps),  # the warmup Schedule's length
+                            **muon_options(cfg.optimizer, cfg.ns, cfg.ns_method, replicas))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, Schedule(cfg.schedule, cfg.steps, cfg.warmup))
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     autocast = autocast_for(device, cfg.precision)

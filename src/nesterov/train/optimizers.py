@@ -4,7 +4,7 @@ Library optimizers (``nesterov.NAG``, ``nesterov.NAdamW``, ...) are listed when 
 (heavy-ball momentum), ``torch-adamw`` and ``torch-nadam`` are torch's, kept as baselines.  Weight decay is
 applied to weight matrices, conv kernels and embeddings (parameters with ``ndim >= 2``), never to biases or norms;
 with Muon, hidden matrices and conv kernels go to Newton-Schulz and embeddings, the output head, biases and norms
-to its auxiliary rule (``use_muon=False``), see :func:`nesterov.models.param_roles`.
+to its auxiliary rule (``use_muon=False``), see :func:`nesterov.muon_param_groups`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the table and the name checks stay importable without torch (the CLI checks flags first)
     from torch import nn
 
-__all__ = ["OPTIMIZERS", "OptimizerError", "available", "check_known", "is_schedule_free", "make_optimizer",
-           "resolve_hparams"]
+__all__ = ["MUON_FAMILY", "OPTIMIZERS", "OptimizerError", "available", "check_known", "check_muon_flags",
+           "is_schedule_free", "make_optimizer", "muon_options", "resolve_hparams"]
 
 
 class OptimizerError(ValueError):
@@ -43,6 +43,11 @@ OPTIMIZERS: dict[str, Spec] = {
     "nadamw": Spec("nesterov:NAdamW", lr=1e-2, weight_decay=1e-2, momentum=0.9),
     "adan": Spec("nesterov:Adan", lr=3e-2, weight_decay=1e-2, momentum=0.98),
     "muon": Spec("nesterov:Muon", lr=0.1, weight_decay=0.0, momentum=0.95),
+    # NorMuon rescales each update to Muon's Frobenius norm, and Polar Express approximates the same polar
+    # factor: both take Muon's lr (not swept)
+    "normuon": Spec("nesterov:NorMuon", lr=0.1, weight_decay=0.0, momentum=0.95),
+    "muon-polar": Spec("nesterov:Muon", lr=0.1, weight_decay=0.0, momentum=0.95,
+                       extra=(("ns_coefficients", "polar_express"),)),
     "lars": Spec("nesterov:LARS", lr=10.0, weight_decay=5e-4, momentum=0.9),
     "lamb": Spec("nesterov:LAMB", lr=3e-2, weight_decay=1e-2, momentum=0.9),
     "torch-sgd": Spec("torch.optim:SGD", lr=0.1, weight_decay=5e-4, momentum=0.9, library=False),
@@ -104,22 +109,49 @@ def resolve_hparams(name: str, lr=None, momentum=None, weight_decay=None) -> dic
 # (NAdamW) optimizer at this lr.
 MUON_AUX_LR = 3e-3
 
+# The optimizers of the table that are Muon (or a subclass): they take --ns, --ns-method and DDP's group.
+MUON_FAMILY = ("muon", "normuon", "muon-polar")
+# --ns and --ns-method, named here without importing torch (tests/test_muon_routing.py ties them to
+# nesterov.rules.muon.NS_COEFFICIENT_SETS and NS_METHODS)
+NS_SETS = ("jordan", "polar_express")
+NS_METHODS = ("standard", "gram", "auto")
+
+
+def check_muon_flags(names, ns: str | None, ns_method: str | None) -> None:
+    """Raise OptimizerError (``ns: ...`` / ``ns_method: ...``) unless ``ns`` and ``ns_method``, when set, are
+    known and reach at least one optimizer of the Muon family among ``names``."""
+    for key, value, valid in (("ns", ns, NS_SETS), ("ns_method", ns_method, NS_METHODS)):
+        if value is None:
+            continue
+        if value not in valid:
+            raise OptimizerError(f"{key}: unknown {value!r}; valid: {', '.join(valid)}")
+        if not any(n in MUON_FAMILY for n in names):
+            raise OptimizerError(f"{key}: applies to {', '.join(MUON_FAMILY)} only (Newton–Schulz); the optimizer(s) "
+                                 f"here: {', '.join(names)}")
+
+
+def muon_options(name: str, ns: str | None = None, ns_method: str | None = None, process_group=None) -> dict:
+    """The constructor options a run gives optimizer ``name``: for the Muon family, the coefficient set, the
+    Newton–Schulz method and DDP's process group (those that are set); nothing for the others (a race's
+    ``--ns`` reaches its Muon-family optimizers only)."""
+    if name not in MUON_FAMILY:
+        return {}
+    options = dict(ns_coefficients=ns, ns_method=ns_method, process_group=process_group)
+    return {k: v for k, v in options.items() if v is not None}
+
 
 def _param_groups(name: str, model: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and norms; with Muon, embeddings, the head and vectors go to the aux rule."""
-    from ..models import param_roles
+    if name in MUON_FAMILY:
+        from ..optim.muon_routing import muon_param_groups
 
-    r = param_roles(model)
-    if name == "muon":
-        groups = [{"params": r["matrix"], "weight_decay": weight_decay}] if r["matrix"] else []
-        rest = r["embed"] + r["vector"]
-        if rest:
-            groups.append({"params": rest, "use_muon": False, "lr": MUON_AUX_LR, "weight_decay": 0.0})
-        return groups
-    decay = r["matrix"] + r["embed"]
+        return muon_param_groups(model, weight_decay=weight_decay, aux_lr=MUON_AUX_LR, aux_weight_decay=0.0)
+    trainable = {id(p): p for p in model.parameters() if p.requires_grad}.values()  # tied ones once
+    decay = [p for p in trainable if p.ndim >= 2]
     groups = [{"params": decay, "weight_decay": weight_decay}] if decay else []
-    if r["vector"]:
-        groups.append({"params": r["vector"], "weight_decay": 0.0})
+    vectors = [p for p in trainable if p.ndim < 2]
+    if vectors:
+        groups.append({"params": vectors, "weight_decay": 0.0})
     return groups
 
 
@@ -128,11 +160,12 @@ def is_schedule_free(name: str) -> bool:
     return name in OPTIMIZERS and OPTIMIZERS[name].schedule_free
 
 
-def make_optimizer(name: str, model: nn.Module, lr=None, momentum=None, weight_decay=None, warmup_steps=0):
+def make_optimizer(name: str, model: nn.Module, lr=None, momentum=None, weight_decay=None, warmup_steps=0,
+                   **options):
     """Build optimizer ``name`` for ``model``; returns ``(optimizer, resolved hyperparameters)``.
 
     ``warmup_steps``: the linear warmup of a schedule-free optimizer (the others warm up through their schedule).
-    """
+    ``options`` go to the constructor as they are (e.g. :func:`muon_options`)."""
     cls = _check_name(name)
     spec = OPTIMIZERS[name]
     hp = resolve_hparams(name, lr, momentum, weight_decay)
@@ -159,6 +192,7 @@ def make_optimizer(name: str, model: nn.Module, lr=None, momentum=None, weight_d
         kwargs["warmup_steps"] = int(warmup_steps)
     if spec.library and "nesterov" in params:  # e.g. LARS: the Nesterov variant is the point of this library
         kwargs.setdefault("nesterov", True)
+    kwargs.update(options)
     groups = _param_groups(name, model, hp["weight_decay"])
     try:
         opt = cls(groups, **kwargs)
