@@ -133,12 +133,10 @@ def normalise(X: torch.Tensor, coefficients, eps: float) -> torch.Tensor:
 def gram_pays(rows: int, cols: int, dtype: torch.dtype) -> bool:
     """``method="auto"``: whether Gram Newton–Schulz is the faster one for a ``rows × cols`` matrix
     (``rows ≤ cols``) in ``dtype``. Per step it saves 2·rows²·cols − 3·rows³, and each restart costs
-    2·rows²·cols: measured on 512-row matrices (2 threads, `python -m nesterov.bench.muon ns`) it is
-    0.5–0.8 × the standard iteration in fp32 from cols = 2·rows up and 1.3–1.4 × on square ones; in bf16
-    its two restarts eat the saving, so bf16 keeps the standard iteration."""
-    if dtype == torch.bfloat16:
-        return False
-    return cols >= (4 if dtype == torch.float16 else 2) * rows
+    2·rows²·cols: measured on 512-row matrices (2 threads, ``python -m nesterov.bench.muon ns``) it is
+    0.60–0.74 × the standard iteration in fp32 and 0.85–0.93 × in bf16 (two restarts) from cols = 2·rows
+    up, and 1.12–1.33 × on square ones."""
+    return cols >= 2 * rows
 
 
 def _mul_add(input: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *, beta: float = 1.0,
