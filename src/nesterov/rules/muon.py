@@ -133,10 +133,11 @@ def normalise(X: torch.Tensor, coefficients, eps: float) -> torch.Tensor:
 def gram_pays(rows: int, cols: int, dtype: torch.dtype) -> bool:
     """``method="auto"``: whether Gram Newton–Schulz is the faster one for a ``rows × cols`` matrix
     (``rows ≤ cols``) in ``dtype``. Per step it saves 2·rows²·cols − 3·rows³, and each restart costs
-    2·rows²·cols: measured on 512-row matrices (2 threads, ``python -m nesterov.bench.muon ns``) it is
-    0.60–0.74 × the standard iteration in fp32 and 0.85–0.93 × in bf16 (two restarts) from cols = 2·rows
-    up, and 1.12–1.33 × on square ones."""
-    return cols >= 2 * rows
+    2·rows²·cols. Measured on 512-row matrices (2 threads, ``python -m nesterov.bench.muon ns``, two runs on
+    a shared machine), Gram / standard: fp32 0.74–1.05 at cols = 2·rows, 0.74–0.90 at 3·rows, 0.60–0.61
+    at 4·rows; bf16 (two restarts) 0.93–1.05, 0.88–1.01, 0.85–0.89; square 1.12–1.33. So Gram from
+    3·rows in fp32/fp64 and from 4·rows in 16-bit dtypes."""
+    return cols >= (4 if dtype in (torch.bfloat16, torch.float16) else 3) * rows
 
 
 def _mul_add(input: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *, beta: float = 1.0,
