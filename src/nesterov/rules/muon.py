@@ -211,7 +211,8 @@ def descend_(p: torch.Tensor, O: torch.Tensor, *, lr: float, weight_decay: float
              cautious: bool = False) -> None:
     """``p ← p·(1 − lr·weight_decay) − adjusted·O`` in place (torch's order: decay, then the step); with
     ``cautious``, ``p ← p − lr·weight_decay·p·[p·O ≥ 0] − adjusted·O``."""
-    O = O.to(p.dtype)
+    # O may be in a narrower Newton–Schulz dtype: the in-place ops widen it element by element (the values of
+    # ``O.to(p.dtype)`` without that copy)
     if weight_decay != 0:
         if cautious:
             p.addcmul_(p, (p * O >= 0).to(p.dtype), value=-lr * weight_decay)
