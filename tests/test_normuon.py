@@ -267,3 +267,42 @@ def test_bad_beta2_names_itself(beta2):
 def test_per_step_coefficients_set_ns_steps():
     opt = Muon([torch.nn.Parameter(torch.randn(4, 4))], ns_coefficients=[list(t) for t in PER_STEP])
     assert opt.param_groups[0]["ns_steps"] == 3 and opt.param_groups[0]["ns_coefficients"] == PER_STEP
+
+
+# -- FSDP2 ----------------------------------------------------------------------------------------------
+def _fsdp_nets():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 9), torch.nn.Tanh(), torch.nn.Linear(9, 9), torch.nn.Tanh(),
+                               torch.nn.Linear(9, 3)).double()
+
+
+def _normuon_fsdp_work(rank: int, world: int) -> dict:
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    sharded, single = _fsdp_nets(), _fsdp_nets()
+    fully_shard(sharded)
+    make = lambda m: NorMuon(m.parameters(), lr=0.05, weight_decay=0.1, cautious_weight_decay=True,  # noqa: E731
+                             ns_coefficients="polar_express", ns_method="gram")
+    opts = [make(m) for m in (sharded, single)]
+    gen = torch.Generator().manual_seed(3)  # the same data on every rank
+    for _ in range(3):
+        x, y = torch.randn(8, 6, generator=gen, dtype=torch.float64), torch.randint(0, 3, (8,), generator=gen)
+        for model, opt in zip((sharded, single), opts):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    v = opts[0].state[sharded[2].weight]["row_second_moment"]
+    return {"diff": max((p.full_tensor() - q.detach()).abs().max().item()
+                        for p, q in zip(sharded.parameters(), single.parameters())),
+            "v_diff": (v.full_tensor() - opts[1].state[single[2].weight]["row_second_moment"]).abs().max().item(),
+            "v_local_rows": v.to_local().shape[0], "v_is_dtensor": isinstance(v, DTensor)}
+
+
+def test_normuon_under_fsdp2_keeps_its_row_state_with_its_rows_and_equals_one_process(tmp_path):
+    from _dist import on_two_ranks
+
+    results = on_two_ranks(_normuon_fsdp_work, tmp_path)
+    for r in results:
+        assert r["diff"] <= 1e-12 and r["v_diff"] <= 1e-12
+        assert r["v_is_dtensor"] and r["v_local_rows"] in (4, 5)  # 9 rows split 5 + 4, as the weight's

@@ -133,12 +133,11 @@ def normalise(X: torch.Tensor, coefficients, eps: float) -> torch.Tensor:
 def gram_pays(rows: int, cols: int, dtype: torch.dtype) -> bool:
     """``method="auto"``: whether Gram Newton–Schulz is the faster one for a ``rows × cols`` matrix
     (``rows ≤ cols``) in ``dtype``. Per step it saves 2·rows²·cols − 3·rows³, and each restart costs
-    2·rows²·cols: measured on 512-row matrices (2 threads, `python -m nesterov.bench.muon ns`) it is
-    0.5–0.8 × the standard iteration in fp32 from cols = 2·rows up and 1.3–1.4 × on square ones; in bf16
-    its two restarts eat the saving, so bf16 keeps the standard iteration."""
-    if dtype == torch.bfloat16:
-        return False
-    return cols >= (4 if dtype == torch.float16 else 2) * rows
+    2·rows²·cols. Measured on 512-row matrices (2 threads, ``python -m nesterov.bench.muon ns``, two runs on
+    a shared machine), Gram / standard: fp32 0.74–1.05 at cols = 2·rows, 0.74–0.90 at 3·rows, 0.60–0.61
+    at 4·rows; bf16 (two restarts) 0.93–1.05, 0.88–1.01, 0.85–0.89; square 1.12–1.33. So Gram from
+    3·rows in fp32/fp64 and from 4·rows in 16-bit dtypes."""
+    return cols >= (4 if dtype in (torch.bfloat16, torch.float16) else 3) * rows
 
 
 def _mul_add(input: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *, beta: float = 1.0,
@@ -212,7 +211,8 @@ def descend_(p: torch.Tensor, O: torch.Tensor, *, lr: float, weight_decay: float
              cautious: bool = False) -> None:
     """``p ← p·(1 − lr·weight_decay) − adjusted·O`` in place (torch's order: decay, then the step); with
     ``cautious``, ``p ← p − lr·weight_decay·p·[p·O ≥ 0] − adjusted·O``."""
-    O = O.to(p.dtype)
+    # O may be in a narrower Newton–Schulz dtype: the in-place ops widen it element by element (the values of
+    # ``O.to(p.dtype)`` without that copy)
     if weight_decay != 0:
         if cautious:
             p.addcmul_(p, (p * O >= 0).to(p.dtype), value=-lr * weight_decay)
