@@ -38,7 +38,7 @@ def test_the_muon_family_routes_by_module_and_takes_the_flags(name, cls, coeffic
     assert type(opt) is getattr(nesterov, cls) and name in T.MUON_FAMILY
     muon = [g for g in opt.param_groups if g["use_muon"]]
     assert [id(p) for g in muon for p in g["params"]] == [id(model[0].weight), id(model[2].weight)]  # not the head
-    assert muon[0]["ns_coefficients"] == coefficients and muon[0]["ns_method"] == "standard"
+    assert muon[0]["ns_coefficients"] == coefficients and muon[0]["ns_method"] == "auto"
     opt, _ = T.make_optimizer(name, model, **T.muon_options(name, "polar_express", "gram"))
     group = next(g for g in opt.param_groups if g["use_muon"])
     assert group["ns_coefficients"] == "polar_express" and group["ns_method"] == "gram"

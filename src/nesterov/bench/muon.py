@@ -66,9 +66,10 @@ class TorchMuonWithNAdam:
             self.muon.step()
 
 
-# bench step backends of ours: (Newton–Schulz dtype, method)
-NS_BACKENDS = {"ns-default": (None, "standard"), "ns-float32": (torch.float32, "standard"),
-               "ns-bfloat16": (torch.bfloat16, "standard"), "ns-float32-gram": (torch.float32, "gram")}
+# bench step backends of ours: (Newton–Schulz dtype, method); None: the optimizer's default
+NS_BACKENDS = {"ns-default": (None, "auto"), "ns-standard": (None, "standard"),
+               "ns-float32": (torch.float32, "standard"), "ns-bfloat16": (torch.bfloat16, "standard"),
+               "ns-float32-gram": (torch.float32, "gram")}
 
 
 def muon_spec():
@@ -81,7 +82,7 @@ def muon_spec():
 
     def ours(params, backend="ns-default", state_dtype=None):
         # ``backend`` names the Newton–Schulz dtype and method here; other names (bench memory) mean the default
-        ns_dtype, ns_method = NS_BACKENDS.get(backend, (None, "standard"))
+        ns_dtype, ns_method = NS_BACKENDS.get(backend, (None, "auto"))
         return Muon(params, **hp, ns_dtype=ns_dtype, ns_method=ns_method, state_dtype=state_dtype)
 
     return BenchSpec(
@@ -93,7 +94,7 @@ def muon_spec():
         # the elementwise part only (read p, g, b; write p, b): Newton–Schulz is compute-bound
         bytes_per_param=lambda pb, sb: 3 * pb + 2 * sb,
         reference="torch Muon bf16 NS + NAdam",
-        backends=("ns-default", "ns-float32", "ns-float32-gram"),
+        backends=("ns-default", "ns-standard", "ns-float32", "ns-float32-gram"),
         extra={"hp": {**hp, "aux": AUX["nadamw"][1]}},  # the auxiliary rule's defaults, for the peers
     )
 
@@ -253,7 +254,9 @@ def speed_main(argv):
     makers = {
         "torch.optim.Muon (bf16 NS)": lambda ps: TorchMuonWithNAdam(ps),
         "nesterov.Muon (default)": lambda ps: Muon(ps, aux=None),
-        "nesterov.Muon (fp32 NS, standard)": lambda ps: Muon(ps, aux=None, ns_dtype=torch.float32),
+        "nesterov.Muon (default NS dtype, standard)": lambda ps: Muon(ps, aux=None, ns_method="standard"),
+        "nesterov.Muon (fp32 NS, standard)": lambda ps: Muon(ps, aux=None, ns_dtype=torch.float32,
+                                                             ns_method="standard"),
         "nesterov.Muon (fp32 NS, gram)": lambda ps: Muon(ps, aux=None, ns_dtype=torch.float32, ns_method="gram"),
         "nesterov.Muon (fp32 NS, auto)": lambda ps: Muon(ps, aux=None, ns_dtype=torch.float32, ns_method="auto"),
         "nesterov.NorMuon (default)": lambda ps: NorMuon(ps, aux=None),
@@ -288,7 +291,7 @@ def speed_main(argv):
           f"medians of {args.repeats} steps (CPU time: this process's, less sensitive to other jobs)")
     for name, ts in times.items():
         med, c = statistics.median(ts), statistics.median(cpu[name])
-        print(f"{name:38s} median {med * 1e3:8.1f} ms  cpu {c * 1e3:8.1f} ms  torch-bf16 / this = {ref / med:5.2f}")
+        print(f"{name:44s} median {med * 1e3:8.1f} ms  cpu {c * 1e3:8.1f} ms  torch-bf16 / this = {ref / med:5.2f}")
     return 0
 
 
@@ -329,7 +332,8 @@ def orthogonality_main(argv):
 
 
 def ns_main(argv):
-    """Newton–Schulz alone: standard vs Gram per wide shape and dtype, medians of CPU time."""
+    """Newton–Schulz alone: standard vs Gram per shape (wide and tall) and dtype, medians of CPU time, the
+    two methods taking turns so that a slow spell of the machine hits both."""
     from nesterov.rules import muon as R
 
     ap = argparse.ArgumentParser(prog="python -m nesterov.bench.muon ns")
@@ -342,24 +346,27 @@ def ns_main(argv):
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
-    print(f"Newton–Schulz (5 steps) on {args.batch} stacked {args.rows}×(r·{args.rows}) matrices, "
-          f"{torch.get_num_threads()} threads; medians of {args.repeats} runs of this process's CPU time")
+    print(f"Newton–Schulz (5 steps) on {args.batch} stacked {args.rows}×(r·{args.rows}) matrices and their "
+          f"transposes, {torch.get_num_threads()} threads; medians of {args.repeats} runs of this process's CPU time")
     for dtype in (torch.float32, torch.bfloat16):
         for r in args.ratios:
-            G = torch.randn(args.batch, args.rows, r * args.rows, generator=gen).to(dtype)
-            med = {}
-            for method in ("standard", "gram"):
-                R.newton_schulz(G, method=method)
-                ts = []
-                for _ in range(args.repeats):
-                    c0 = time.process_time()
+            for orientation in (("wide", "tall") if r > 1 else ("square",)):
+                G = torch.randn(args.batch, args.rows, r * args.rows, generator=gen).to(dtype)
+                if orientation == "tall":
+                    G = G.mT.contiguous()
+                ts: dict = {"standard": [], "gram": []}
+                for method in ts:
                     R.newton_schulz(G, method=method)
-                    ts.append(time.process_time() - c0)
-                med[method] = statistics.median(ts)
-            auto = "gram" if R.gram_pays(args.rows, r * args.rows, dtype) else "standard"
-            print(f"{str(dtype)[6:]:9s} cols = {r}·rows  standard {med['standard'] * 1e3:8.1f} ms  gram "
-                  f"{med['gram'] * 1e3:8.1f} ms  gram/standard {med['gram'] / med['standard']:5.2f}  auto: {auto}",
-                  flush=True)
+                for _ in range(args.repeats):
+                    for method in ts:
+                        c0 = time.process_time()
+                        R.newton_schulz(G, method=method)
+                        ts[method].append(time.process_time() - c0)
+                med = {method: statistics.median(t) for method, t in ts.items()}
+                auto = "gram" if R.gram_pays(args.rows, r * args.rows, dtype) else "standard"
+                print(f"{str(dtype)[6:]:9s} cols = {r}·rows {orientation:6s}  standard {med['standard'] * 1e3:8.1f} ms  "
+                      f"gram {med['gram'] * 1e3:8.1f} ms  gram/standard {med['gram'] / med['standard']:5.2f}  "
+                      f"auto: {auto}", flush=True)
     return 0
 
 

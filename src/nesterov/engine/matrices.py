@@ -1,10 +1,12 @@
 """Batched matrix work: stack same-shaped matrices, run one batched function, unstack.
 
 Newton–Schulz on a 512×512 matrix is a handful of matrix products; on a transformer's 24–36 weight
-matrices, one batched product per shape fills the machine better than 36 small ones and launches a
-fraction of the kernels. Tall matrices are transposed into the wide orientation before stacking, so
-an MLP's ``d×4d`` and ``4d×d`` weights share one batch. Every function here is exact bookkeeping: what a
-matrix gets back is what the batched function computed for it, at the same position of the stack.
+matrices, one batched product per shape launches a fraction of the kernels (on a GPU it fills the device
+better than 36 small ones). Matrices are stacked in their own orientation: a ``4d×d`` weight is not
+transposed into a ``d×4d`` one's batch, since the copy that would take is a strided one, and so would be
+the step's read of the result (Newton–Schulz works on a tall stack through its transposed view). Every
+function here is exact bookkeeping: what a matrix gets back is what the batched function computed for it,
+at the same position of the stack.
 
 Across ranks: :func:`sharded_apply` for matrices split by rows (FSDP2: each matrix gathered on one owner),
 :func:`replicated_apply` for matrices every rank holds whole (DDP: each rank computes a share balanced by
@@ -20,24 +22,17 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
 
-def wide(m: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """``(m or mᵀ, transposed)`` so that the result has no more rows than columns."""
-    if m.size(-2) > m.size(-1):
-        return m.mT, True
-    return m, False
-
-
 def buckets(matrices: Sequence[torch.Tensor], key: Callable[[int], Hashable] | None = None) -> dict:
     """``{(device, rows, cols, extra): [index, ...]}``: matrices that can share one batched product.
 
-    ``rows ≤ cols`` is the wide orientation (see :func:`wide`); ``key(i)`` adds what else must match
-    (e.g. the Newton–Schulz step count and coefficients of matrix ``i``'s param group).
+    ``key(i)`` adds what else must match (e.g. the Newton–Schulz step count and coefficients of matrix
+    ``i``'s param group).
     """
     out: dict = {}
     for i, m in enumerate(matrices):
         if m.dim() != 2:
             raise ValueError(f"matrix {i} has shape {tuple(m.shape)}; expected 2 dimensions")
-        rows, cols = sorted(m.shape)
+        rows, cols = m.shape
         out.setdefault((m.device, rows, cols, None if key is None else key(i)), []).append(i)
     return out
 
@@ -45,11 +40,11 @@ def buckets(matrices: Sequence[torch.Tensor], key: Callable[[int], Hashable] | N
 def batched_apply(fn: Callable[[torch.Tensor], torch.Tensor], matrices: Sequence[torch.Tensor], *,
                   dtype: torch.dtype | None = None, key: Callable[[int], Hashable] | None = None,
                   max_batch_bytes: int | None = None) -> list[torch.Tensor]:
-    """``[fn(m) for m in matrices]`` computed as one ``fn(stack)`` per bucket of equal wide shapes.
+    """``[fn(m) for m in matrices]`` computed as one ``fn(stack)`` per bucket of equal shapes.
 
     ``fn`` maps a ``(k, rows, cols)`` batch to a batch of the same shape, matrix by matrix (each
     output matrix depends only on its own input). Matrices are cast to ``dtype`` while stacking (one copy
-    each, the one ``torch.stack`` would make anyway); results keep ``dtype`` and each matrix's own orientation.
+    each, the one ``torch.stack`` would make anyway); results keep ``dtype``.
     ``max_batch_bytes`` splits a bucket into several stacks of at most that size (bounds the
     temporaries for very large models); ``None`` means one stack per bucket.
     """
@@ -59,14 +54,13 @@ def batched_apply(fn: Callable[[torch.Tensor], torch.Tensor], matrices: Sequence
         per = len(members) if max_batch_bytes is None else max(1, max_batch_bytes // max(item, 1))
         for start in range(0, len(members), per):
             chunk = members[start:start + per]
-            oriented = [wide(matrices[i]) for i in chunk]
-            first = oriented[0][0]
+            first = matrices[chunk[0]]
             stack = torch.empty((len(chunk), rows, cols), dtype=dtype or first.dtype, device=first.device)
-            for slot, (m, _) in enumerate(oriented):
-                stack[slot].copy_(m)  # torch.stack with the cast fused into the one copy
+            for slot, i in enumerate(chunk):
+                stack[slot].copy_(matrices[i])  # torch.stack with the cast fused into the one copy
             out = fn(stack)
-            for slot, (i, (_, transposed)) in enumerate(zip(chunk, oriented)):
-                results[i] = out[slot].mT if transposed else out[slot]
+            for slot, i in enumerate(chunk):
+                results[i] = out[slot]
     return results  # type: ignore[return-value]
 
 
@@ -98,7 +92,7 @@ def sharded_apply(fn: Callable[[torch.Tensor], torch.Tensor], local_rows: Sequen
     ``shapes[i]`` matrix, in ``torch.chunk`` order), the rows of ``fn(matrix)`` this rank holds — each
     ``fn`` computed once.
 
-    Every matrix gets one owner rank (round robin, bucket after bucket of equal wide shape, so an owner's
+    Every matrix gets one owner rank (round robin, bucket after bucket of equal shape, so an owner's
     share still batches): its rows are gathered there, the owners run :func:`batched_apply` on their
     matrices, and the result rows are scattered back. Each rank does 1/world of the products, and each
     matrix crosses the network twice (there and back) instead of being all-gathered everywhere.

@@ -13,7 +13,7 @@ How a step runs (the math is :mod:`nesterov.rules.muon`, stated once):
 1. auxiliary groups step through the engine with their rule, like NAdamW or NAG would;
 2. per Muon group and (device, dtype), the momentum update is a few foreach kernels over the group's
    matrices (bf16 state widened and rounded back stochastically);
-3. the Nesterov directions are gathered by wide shape and Newton–Schulz runs once per shape on the
+3. the Nesterov directions are gathered by shape and Newton–Schulz runs once per shape on the
    stack (:func:`~nesterov.engine.matrices.batched_apply`), in ``ns_dtype``; under FSDP2 each matrix is
    orthogonalised once, on an owner rank (:func:`~nesterov.engine.matrices.sharded_apply`); with a
    ``process_group`` (DDP) each rank orthogonalises its share and the ranks exchange the results
@@ -149,9 +149,10 @@ class Muon(RuleOptimizer):
             ``ns_steps`` must equal its length).
         eps: ε > 0, floor of the Frobenius norm that normalises the direction.
         weight_decay: λ ≥ 0, decoupled: ``p ← p·(1 − ηλ)``.
-        ns_method: ``"standard"`` (default), ``"gram"`` (Gram Newton–Schulz: the same polynomial through
-            the small Gram matrix, fewer products on rectangular matrices) or ``"auto"`` (Gram where it pays
-            for the shape, :func:`nesterov.rules.muon.gram_pays`).
+        ns_method: ``"auto"`` (default: Gram where it measured faster for the shape and dtype,
+            :func:`nesterov.rules.muon.gram_pays`, else standard), ``"standard"`` (torch.optim.Muon's
+            iteration) or ``"gram"`` (Gram Newton–Schulz: the same polynomial through the small Gram matrix,
+            fewer products on rectangular matrices).
         cautious_weight_decay: decay only where the parameter and the update agree in sign
             (``p ← p − ηλ·p·[p·O ≥ 0]``).
         adjust_lr_fn: ``None``/``"original"`` (η·√max(1, A/B)) or ``"match_rms_adamw"`` (0.2·η·√max(A, B)).
@@ -181,7 +182,7 @@ class Muon(RuleOptimizer):
                  ns_steps: int | None = None, ns_coefficients=R.NS_COEFFICIENTS, eps: float = R.EPS,
                  weight_decay: float = 0.0, adjust_lr_fn: str | None = None, *, aux="nadamw",
                  aux_defaults: dict | None = None, ns_dtype: torch.dtype | None = None, backend: str = "auto",
-                 state_dtype: torch.dtype | None = None, ns_method: str = "standard",
+                 state_dtype: torch.dtype | None = None, ns_method: str = "auto",
                  cautious_weight_decay: bool = False, process_group=None):
         if ns_dtype not in NS_DTYPES:
             raise ValueError(f"ns_dtype must be one of {dtype_names(NS_DTYPES)}; got {ns_dtype!r}")
@@ -343,7 +344,7 @@ class Muon(RuleOptimizer):
                 if w is not b:
                     b.copy_(round_to(w, b.dtype, self._seed(params[j], salts)))
                 directions[j] = u
-        # 2. Newton–Schulz, one batched product per wide shape (FSDP2 shards: once per matrix, on an owner)
+        # 2. Newton–Schulz, one batched product per shape (FSDP2 shards: once per matrix, on an owner)
         by_mesh: dict = {}
         for j, p in enumerate(params):
             u = directions[j]

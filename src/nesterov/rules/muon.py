@@ -131,13 +131,15 @@ def normalise(X: torch.Tensor, coefficients, eps: float) -> torch.Tensor:
 
 
 def gram_pays(rows: int, cols: int, dtype: torch.dtype) -> bool:
-    """``method="auto"``: whether Gram Newton–Schulz is the faster one for a ``rows × cols`` matrix
-    (``rows ≤ cols``) in ``dtype``. Per step it saves 2·rows²·cols − 3·rows³, and each restart costs
-    2·rows²·cols. Measured on 512-row matrices (2 threads, ``python -m nesterov.bench.muon ns``, two runs on
-    a shared machine), Gram / standard: fp32 0.74–1.05 at cols = 2·rows, 0.74–0.90 at 3·rows, 0.60–0.61
-    at 4·rows; bf16 (two restarts) 0.93–1.05, 0.88–1.01, 0.85–0.89; square 1.12–1.33. So Gram from
-    3·rows in fp32/fp64 and from 4·rows in 16-bit dtypes."""
-    return cols >= (4 if dtype in (torch.bfloat16, torch.float16) else 3) * rows
+    """``method="auto"``: whether Gram Newton–Schulz is the faster one for a matrix whose sides are ``rows``
+    and ``cols`` in ``dtype``. With m ≤ n its sides, per step it saves 2·m²·n − 3·m³, and each 16-bit restart
+    costs 2·m²·n. Measured on 4 stacked 512-row matrices and their transposes (2 threads, the methods taking
+    turns, ``python -m nesterov.bench.muon ns --threads 2 --repeats 5``), Gram / standard: fp32 1.32 square,
+    0.81–0.82 at n = 2·m, 0.65 at 3·m, 0.54–0.57 at 4·m; bf16 (two restarts) 1.15, 0.93, 0.82–0.85,
+    0.77–0.79. So Gram from n = 2·m in fp32/fp64, and from 3·m in 16-bit dtypes (at 2·m the saving there is
+    within the machine's spread)."""
+    m, n = sorted((rows, cols))
+    return n >= (3 if dtype in (torch.bfloat16, torch.float16) else 2) * m
 
 
 def _mul_add(input: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *, beta: float = 1.0,
@@ -148,11 +150,21 @@ def _mul_add(input: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *, beta: flo
     return torch.baddbmm(input, A, B, beta=beta, alpha=alpha)
 
 
+def _left(P: torch.Tensor, X: torch.Tensor, *, beta: float = 0.0) -> torch.Tensor:
+    """β·X + P·X in X's memory layout. A tall matrix is worked on as the transposed view of its own
+    storage; for it the product is taken as (Xᵀ·Pᵀ)ᵀ, so no transposing copy is made and the result keeps
+    the parameter's layout, which the step then reads contiguously."""
+    tall = not X.is_contiguous() and X.mT.is_contiguous()
+    A, B, C = (X.mT, X.mT, P.mT) if tall else (X, P, X)
+    out = B @ C if beta == 0 else _mul_add(A, B, C, beta=beta)
+    return out.mT if tall else out
+
+
 def _standard_iteration(X: torch.Tensor, schedule) -> torch.Tensor:
     for a, b, c in schedule:
         M = X @ X.mT
         M = _mul_add(M, M, M, beta=b, alpha=c)  # b·M + c·M²
-        X = _mul_add(X, M, X, beta=a)  # a·X + (b·M + c·M²)·X
+        X = _left(M, X, beta=a)  # a·X + (b·M + c·M²)·X
     return X
 
 
@@ -162,7 +174,7 @@ def _gram_iteration(X: torch.Tensor, schedule) -> torch.Tensor:
     Q = None  # the product of the P_t so far (None: the identity)
     for t, (a, b, c) in enumerate(schedule):
         if t in restarts and Q is not None:
-            X, Q = Q @ X, None
+            X, Q = _left(Q, X), None
             R = X @ X.mT
         Z = _mul_add(R, R, R, beta=b, alpha=c)  # b·R + c·R²;  P_t = a·I + Z
         if Q is None:
@@ -173,7 +185,7 @@ def _gram_iteration(X: torch.Tensor, schedule) -> torch.Tensor:
         if t + 1 < len(schedule) and t + 1 not in restarts:
             RP = _mul_add(R, R, Z, beta=a)  # R·P_t
             R = _mul_add(RP, Z, RP, beta=a)  # P_t·R·P_t = a·RP + Z·RP
-    return X if Q is None else Q @ X
+    return X if Q is None else _left(Q, X)
 
 
 def newton_schulz(G: torch.Tensor, *, steps: int = NS_STEPS, coefficients=NS_COEFFICIENTS,
