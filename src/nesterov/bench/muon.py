@@ -305,7 +305,8 @@ def _decaying(shape, gen, decades):
 
 
 def orthogonality_main(argv):
-    """Singular values of Newton–Schulz's output against 1, per coefficient set × method × dtype."""
+    """Singular values of Newton–Schulz's output against 1, per coefficient set × method × dtype, and the
+    output's distance from the float64 standard iteration's (what the dtype and the method add)."""
     from nesterov.rules import muon as R
 
     ap = argparse.ArgumentParser(prog="python -m nesterov.bench.muon orthogonality")
@@ -316,18 +317,23 @@ def orthogonality_main(argv):
     gen = torch.Generator().manual_seed(0)
     mats = [_decaying(tuple(args.shape), gen, args.decades) for _ in range(args.matrices)]
     print(f"{args.matrices} matrices {args.shape[0]}×{args.shape[1]}, singular values 1 … 1e-{args.decades:g} "
-          f"(log-spaced); worst over the matrices of max|σ−1|, and of the spread σmax − σmin of the output")
-    print(f"{'coefficients':14s} {'method':9s} {'dtype':9s} {'max|σ−1|':>9s} {'σmin':>7s} {'σmax':>7s} {'spread':>7s}")
+          f"(log-spaced); worst over the matrices of max|σ−1|, of the spread σmax − σmin of the output, and of "
+          f"‖O − O₆₄‖_F / ‖O₆₄‖_F against the float64 standard iteration")
+    print(f"{'coefficients':14s} {'method':9s} {'dtype':9s} {'max|σ−1|':>9s} {'σmin':>7s} {'σmax':>7s} {'spread':>7s} "
+          f"{'vs fp64':>9s}")
     for name in R.NS_COEFFICIENT_SETS:
+        exact = [R.newton_schulz(G, coefficients=name, method="standard") for G in mats]
         for method in ("standard", "gram"):
             for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
-                worst, lo, hi = 0.0, float("inf"), 0.0
-                for G in mats:
-                    s = torch.linalg.svdvals(R.newton_schulz(G.to(dtype), coefficients=name, method=method).double())
+                worst, lo, hi, err = 0.0, float("inf"), 0.0, 0.0
+                for G, O64 in zip(mats, exact):
+                    O = R.newton_schulz(G.to(dtype), coefficients=name, method=method).double()
+                    s = torch.linalg.svdvals(O)
                     worst = max(worst, (s - 1).abs().max().item())
                     lo, hi = min(lo, s.min().item()), max(hi, s.max().item())
-                print(f"{name:14s} {method:9s} {str(dtype)[6:]:9s} {worst:9.3f} {lo:7.3f} {hi:7.3f} {hi - lo:7.3f}",
-                      flush=True)
+                    err = max(err, ((O - O64).norm() / O64.norm()).item())
+                print(f"{name:14s} {method:9s} {str(dtype)[6:]:9s} {worst:9.3f} {lo:7.3f} {hi:7.3f} {hi - lo:7.3f} "
+                      f"{err:9.1e}", flush=True)
     return 0
 
 
