@@ -27,8 +27,9 @@ Gram Newton–Schulz (``method="gram"``; Zhang, Amsel, Chen & Dao 2026) computes
 the small Gram matrix: each step is X ← P_t·X with P_t = a_t·I + b_t·R + c_t·R², R = X Xᵀ, and since every
 P_t is a polynomial in R₀ they commute, so it keeps R ← P_t·R·P_t and Q ← P_t·Q and forms X = Q·X₀ once at
 the end: ~4m³ per step on an m×n (m ≤ n) matrix instead of 2m²n + m³. In 16-bit dtypes rounding gives R
-spurious negative eigenvalues that the polynomial then amplifies, so there it restarts (X ← Q·X, R ← X Xᵀ,
-Q ← I) before the steps :data:`GRAM_RESTARTS` names: fp16 at step 2 as the paper does, bf16 at 2 and 4.
+spurious negative eigenvalues that each step's polynomial multiplies by P_t(λ)² (66 × in Polar Express's first
+step), so there it restarts (X ← Q·X, R ← X Xᵀ, Q ← I) before every second step from step 1
+(:func:`gram_restarts`): no rounding error of R is carried through more than two steps.
 
 This module is the readable statement (``backend="eager"`` runs :func:`update` matrix by matrix). The
 batched step (:mod:`nesterov.optim.muon`) restates :func:`nesterov_momentum` as foreach lerps over the
@@ -58,10 +59,6 @@ NS_COEFFICIENT_SETS = {"jordan": JORDAN, "polar_express": POLAR_EXPRESS}
 NS_COEFFICIENTS = JORDAN  # the default; a triple (not its name), so torch.optim.Muon loads our state_dict
 NS_STEPS = 5
 NS_METHODS = ("standard", "gram", "auto")
-# 0-based steps before which Gram Newton–Schulz rebuilds X ← Q·X and R ← X Xᵀ, per dtype: fp16 at the
-# paper's step; bf16 (3 fewer mantissa bits) needs a second restart to stay within the standard iteration's
-# singular-value spread (measured: `python -m nesterov.bench.muon orthogonality`); fp32/fp64 need none.
-GRAM_RESTARTS = {torch.float16: (2,), torch.bfloat16: (2, 4)}
 EPS = 1e-7
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
@@ -133,7 +130,7 @@ def normalise(X: torch.Tensor, coefficients, eps: float) -> torch.Tensor:
 def gram_pays(rows: int, cols: int, dtype: torch.dtype) -> bool:
     """``method="auto"``: whether Gram Newton–Schulz is the faster one for a matrix whose sides are ``rows``
     and ``cols`` in ``dtype``. With m ≤ n its sides, per step it saves 2·m²·n − 3·m³, and each 16-bit restart
-    costs 2·m²·n. Measured on 4 stacked 512-row matrices and their transposes (2 threads, the methods taking
+    costs 2·m²·n (two in 5 steps). Measured on 4 stacked 512-row matrices and their transposes (2 threads, the methods taking
     turns, ``python -m nesterov.bench.muon ns --threads 2 --repeats 5``), Gram / standard: fp32 1.32 square,
     0.81–0.82 at n = 2·m, 0.65 at 3·m, 0.54–0.57 at 4·m; bf16 (two restarts) 1.15, 0.93, 0.82–0.85,
     0.77–0.79. So Gram from n = 2·m in fp32/fp64, and from 3·m in 16-bit dtypes (at 2·m the saving there is
@@ -168,8 +165,19 @@ def _standard_iteration(X: torch.Tensor, schedule) -> torch.Tensor:
     return X
 
 
+def gram_restarts(dtype: torch.dtype, steps: int) -> tuple[int, ...]:
+    """The 0-based steps before which Gram Newton–Schulz rebuilds X ← Q·X and R ← X Xᵀ: in 16-bit dtypes
+    steps 1, 3, 5, …; none in fp32/fp64. A single restart at step 2 (the paper's, for fp16) or restarts at 2
+    and 4 let Polar Express's first two steps multiply R's rounding errors into singular values of 10³–10⁵
+    on bf16 gradients of a small GPT (spectrum 1 … 4e-5) where the standard iteration gives 1.14; restarting
+    from step 1 keeps them at 1.14–1.2 for both coefficient sets (``tests/test_normuon.py``)."""
+    if dtype not in (torch.bfloat16, torch.float16):
+        return ()
+    return tuple(range(1, steps, 2))
+
+
 def _gram_iteration(X: torch.Tensor, schedule) -> torch.Tensor:
-    restarts = GRAM_RESTARTS.get(X.dtype, ())
+    restarts = gram_restarts(X.dtype, len(schedule))
     R = X @ X.mT
     Q = None  # the product of the P_t so far (None: the identity)
     for t, (a, b, c) in enumerate(schedule):
