@@ -131,10 +131,10 @@ def gram_pays(rows: int, cols: int, dtype: torch.dtype) -> bool:
     """``method="auto"``: whether Gram Newton–Schulz is the faster one for a matrix whose sides are ``rows``
     and ``cols`` in ``dtype``. With m ≤ n its sides, per step it saves 2·m²·n − 3·m³, and each 16-bit restart
     costs 2·m²·n (two in 5 steps). Measured on 4 stacked 512-row matrices and their transposes (2 threads, the methods taking
-    turns, ``python -m nesterov.bench.muon ns --threads 2 --repeats 5``), Gram / standard: fp32 1.32 square,
-    0.81–0.82 at n = 2·m, 0.65 at 3·m, 0.54–0.57 at 4·m; bf16 (two restarts) 1.15, 0.93, 0.82–0.85,
-    0.77–0.79. So Gram from n = 2·m in fp32/fp64, and from 3·m in 16-bit dtypes (at 2·m the saving there is
-    within the machine's spread)."""
+    turns, ``python -m nesterov.bench.muon ns --threads 2 --repeats 5``, two runs), Gram / standard: fp32
+    1.25–1.32 square, 0.81–0.86 at n = 2·m, 0.63–0.67 at 3·m, 0.54–0.57 at 4·m; bf16 (two restarts) 1.15,
+    0.90–0.93, 0.82–0.85, 0.77–0.79. So Gram from n = 2·m in fp32/fp64, and from 3·m in 16-bit dtypes
+    (at 2·m the saving there is within the machine's spread)."""
     m, n = sorted((rows, cols))
     return n >= (3 if dtype in (torch.bfloat16, torch.float16) else 2) * m
 
