@@ -209,3 +209,41 @@ def test_auto_note_names_the_compiled_kernel_once_it_took_over():
                            "1", "--warmup", "0", "--quiet"], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "auto: the compiled kernel" in done.stdout, done.stdout
+
+
+# -- python -m nesterov.bench.muon: the Newton–Schulz tables (tiny shapes) ------------------------------
+def test_muon_orthogonality_table_has_every_row_and_float64_gram_equals_standard(capsys):
+    from nesterov.bench import muon as M
+
+    assert M.orthogonality_main(["--shape", "8", "24", "--matrices", "2"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert len(rows) == 2 * 2 * 4  # coefficient sets × methods × dtypes
+    distance = {(r[0], r[1], r[2]): float(r[-1]) for r in rows}
+    for coefficients in ("jordan", "polar_express"):
+        assert distance[(coefficients, "standard", "float64")] == 0.0
+        assert distance[(coefficients, "gram", "float64")] <= 1e-9
+        assert distance[(coefficients, "standard", "float32")] <= 1e-4
+        assert 1e-4 < distance[(coefficients, "standard", "bfloat16")] < 0.5
+
+
+def test_muon_ns_table_names_auto_as_gram_pays_decides(capsys):
+    from nesterov.bench import muon as M
+    from nesterov.rules import muon as R
+
+    assert M.ns_main(["--rows", "8", "--ratios", "1", "2", "3", "--repeats", "1", "--threads", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(rows) == 2 * (1 + 2 + 2)  # dtypes × (square, wide and tall at 2 and 3)
+    for line in rows:
+        dtype = getattr(torch, line.split()[0])
+        ratio = int(re.search(r"cols = (\d)·rows", line).group(1))
+        assert line.endswith("auto: " + ("gram" if R.gram_pays(8, 8 * ratio, dtype) else "standard"))
+
+
+def test_muon_speed_times_every_contender(capsys):
+    from nesterov.bench import muon as M
+
+    assert M.speed_main(["--blocks", "1", "--d", "16", "--repeats", "1", "--threads", "1", "--peers"]) == 0
+    out = capsys.readouterr().out
+    for name in ("torch.optim.Muon (bf16 NS)", "nesterov.Muon (default)", "nesterov.Muon (default NS dtype, standard)",
+                 "nesterov.Muon (fp32 NS, gram)", "nesterov.NorMuon (default)", "pytorch-optimizer Muon (bf16 NS)"):
+        assert re.search(re.escape(name) + r"\s+median\s+[\d.]+ ms", out), name

@@ -319,8 +319,8 @@ def orthogonality_main(argv):
     print(f"{args.matrices} matrices {args.shape[0]}×{args.shape[1]}, singular values 1 … 1e-{args.decades:g} "
           f"(log-spaced); worst over the matrices of max|σ−1|, of the spread σmax − σmin of the output, and of "
           f"‖O − O₆₄‖_F / ‖O₆₄‖_F against the float64 standard iteration")
-    print(f"{'coefficients':14s} {'method':9s} {'dtype':9s} {'max|σ−1|':>9s} {'σmin':>7s} {'σmax':>7s} {'spread':>7s} "
-          f"{'vs fp64':>9s}")
+    print(f"{'coefficients':14s} {'method':9s} {'dtype':9s} {'max|σ−1|':>9s} {'σmin':>7s} {'σmax':>7s} "
+          f"{'spread':>7s} {'vs fp64':>9s}")
     for name in R.NS_COEFFICIENT_SETS:
         exact = [R.newton_schulz(G, coefficients=name, method="standard") for G in mats]
         for method in ("standard", "gram"):
@@ -370,9 +370,9 @@ def ns_main(argv):
                         ts[method].append(time.process_time() - c0)
                 med = {method: statistics.median(t) for method, t in ts.items()}
                 auto = "gram" if R.gram_pays(args.rows, r * args.rows, dtype) else "standard"
-                print(f"{str(dtype)[6:]:9s} cols = {r}·rows {orientation:6s}  standard {med['standard'] * 1e3:8.1f} ms  "
-                      f"gram {med['gram'] * 1e3:8.1f} ms  gram/standard {med['gram'] / med['standard']:5.2f}  "
-                      f"auto: {auto}", flush=True)
+                print(f"{str(dtype)[6:]:9s} cols = {r}·rows {orientation:6s}  "
+                      f"standard {med['standard'] * 1e3:8.1f} ms  gram {med['gram'] * 1e3:8.1f} ms  "
+                      f"gram/standard {med['gram'] / med['standard']:5.2f}  auto: {auto}", flush=True)
     return 0
 
 

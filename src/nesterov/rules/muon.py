@@ -129,9 +129,10 @@ def normalise(X: torch.Tensor, coefficients, eps: float) -> torch.Tensor:
 
 def gram_pays(rows: int, cols: int, dtype: torch.dtype) -> bool:
     """``method="auto"``: whether Gram Newton–Schulz is the faster one for a matrix whose sides are ``rows``
-    and ``cols`` in ``dtype``. With m ≤ n its sides, per step it saves 2·m²·n − 3·m³, and each 16-bit restart
-    costs 2·m²·n (two in 5 steps). Measured on 4 stacked 512-row matrices and their transposes (2 threads, the methods taking
-    turns, ``python -m nesterov.bench.muon ns --threads 2 --repeats 5``, two runs), Gram / standard: fp32
+    and ``cols`` in ``dtype``. With m ≤ n its sides, per step it saves 2·m²·n − 3·m³ multiply-adds, and each
+    16-bit restart costs 2·m²·n (two in 5 steps). Measured on 4 stacked 512-row matrices and their transposes
+    (2 threads, the methods taking turns, ``python -m nesterov.bench.muon ns --threads 2 --repeats 5``, two
+    runs), Gram / standard: fp32
     1.25–1.32 square, 0.81–0.86 at n = 2·m, 0.63–0.67 at 3·m, 0.54–0.57 at 4·m; bf16 (two restarts) 1.15,
     0.90–0.93, 0.82–0.85, 0.77–0.79. So Gram from n = 2·m in fp32/fp64, and from 3·m in 16-bit dtypes
     (at 2·m the saving there is within the machine's spread)."""
@@ -169,8 +170,9 @@ def gram_restarts(dtype: torch.dtype, steps: int) -> tuple[int, ...]:
     """The 0-based steps before which Gram Newton–Schulz rebuilds X ← Q·X and R ← X Xᵀ: in 16-bit dtypes
     steps 1, 3, 5, …; none in fp32/fp64. A single restart at step 2 (the paper's, for fp16) or restarts at 2
     and 4 let Polar Express's first two steps multiply R's rounding errors into singular values of 10³–10⁵
-    on bf16 gradients of a small GPT (spectrum 1 … 4e-5) where the standard iteration gives 1.14; restarting
-    from step 1 keeps them at 1.14–1.2 for both coefficient sets (``tests/test_normuon.py``)."""
+    on near-singular bf16 gradients of a small GPT (singular values 1 … 2.5e-6) where the standard iteration
+    gives 1.14; restarting from step 1 keeps them within 0.1 of the standard iteration's for both coefficient
+    sets (``tests/test_normuon.py``)."""
     if dtype not in (torch.bfloat16, torch.float16):
         return ()
     return tuple(range(1, steps, 2))
