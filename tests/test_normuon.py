@@ -114,13 +114,17 @@ def test_equals_the_formulas_in_float64(cls, backend, coefficients, steps, ns_me
                                  cautious=cautious) <= 1e-10
 
 
-def _spectrum_matrix(shape, gen, decay):
+def _with_singular_values(shape, gen, s):
+    """A float64 matrix of ``shape`` with singular values ``s`` and random singular vectors."""
     m, n = shape
     k = min(m, n)
     U, _ = torch.linalg.qr(torch.randn(m, k, generator=gen, dtype=torch.float64))
     V, _ = torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64))
-    s = torch.logspace(0, -decay, k, dtype=torch.float64)
     return U @ torch.diag(s) @ V.T
+
+
+def _spectrum_matrix(shape, gen, decay):
+    return _with_singular_values(shape, gen, torch.logspace(0, -decay, min(shape), dtype=torch.float64))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -154,17 +158,13 @@ def test_gram_equals_standard_on_conv_kernels_and_in_16_bit_with_the_restart():
 def _near_singular_gradient(shape, gen):
     """A matrix with the spectrum of a bf16 gradient of the small pysrc GPT (docs/training.md) on which Gram
     Newton–Schulz with Polar Express once blew up: 1, 0.18, …, 4e-5, down to 2.5e-6, random singular vectors."""
-    m, n = shape
-    k = min(m, n)
     knots = [(0, 0.0), (1, -0.74), (6, -1.66), (18, -2.24), (36, -3.01), (60, -4.36), (63, -5.6)]
-    at = torch.linspace(0, 63, k, dtype=torch.float64)
-    log_s = torch.empty(k, dtype=torch.float64)
+    at = torch.linspace(0, 63, min(shape), dtype=torch.float64)
+    log_s = torch.empty_like(at)
     for (i0, v0), (i1, v1) in zip(knots, knots[1:]):
         inside = (at >= i0) & (at <= i1)
         log_s[inside] = v0 + (at[inside] - i0) * (v1 - v0) / (i1 - i0)
-    U, _ = torch.linalg.qr(torch.randn(m, k, generator=gen, dtype=torch.float64))
-    V, _ = torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64))
-    return U @ torch.diag(10 ** log_s) @ V.T
+    return _with_singular_values(shape, gen, 10 ** log_s)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -82,7 +82,7 @@ def muon_spec():
 
     def ours(params, backend="ns-default", state_dtype=None):
         # ``backend`` names the Newton–Schulz dtype and method here; other names (bench memory) mean the default
-        ns_dtype, ns_method = NS_BACKENDS.get(backend, (None, "auto"))
+        ns_dtype, ns_method = NS_BACKENDS.get(backend, NS_BACKENDS["ns-default"])
         return Muon(params, **hp, ns_dtype=ns_dtype, ns_method=ns_method, state_dtype=state_dtype)
 
     return BenchSpec(
